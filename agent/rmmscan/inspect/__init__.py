@@ -1,0 +1,86 @@
+"""Inspection: what a byte stream is, who signed it, and whether that holds.
+
+Pure functions over a seekable binary stream (never a path), cheap checks first:
+``inspect_stream`` reads the headers and the certificate table only (bounded reads);
+``Inspector.verify`` and ``hash_stream`` read the whole stream and run only on request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from . import authenticode, certtable, pe
+from .hashes import FileHashes, hash_stream
+from .model import Anomaly, CertInfo, Inspection, SignatureInfo, Status, Verdict
+from .versioninfo import version_info
+
+__all__ = [
+    "Anomaly",
+    "CertInfo",
+    "FileHashes",
+    "Inspection",
+    "Inspector",
+    "SignatureInfo",
+    "Status",
+    "Verdict",
+    "hash_stream",
+    "inspect_stream",
+    "version_info",
+]
+
+
+def stream_size(stream: BinaryIO) -> int:
+    return stream.seek(0, os.SEEK_END)
+
+
+def inspect_stream(stream: BinaryIO, size: int | None = None) -> Inspection:
+    """Recognise a PE and read every embedded signature; never raises on bad content."""
+    if size is None:
+        size = stream_size(stream)
+    try:
+        header = pe.parse_header(stream, size)
+    except pe.NotPE as exc:
+        return Inspection(size=size, is_pe=False, not_pe_reason=str(exc))
+    result = Inspection(size=size, is_pe=True, header=header)
+    offset, length = header.cert_table
+    entries, result.anomalies = certtable.read_table(
+        stream, size, offset, length, header.headers_size
+    )
+    sigs, more = authenticode.signatures(entries)
+    result.signatures = sigs
+    result.anomalies.extend(a for a in more if a not in result.anomalies)
+    return result
+
+
+class Inspector:
+    """Holds the trust context, built on the first verification and reused after."""
+
+    def __init__(
+        self,
+        trusted_roots: list[Path] | None = None,
+        distrust: list[Path] | None = None,
+        system_roots: bool = True,
+    ):
+        self._options = (trusted_roots or [], distrust or [], system_roots)
+        self._trust = None
+
+    @property
+    def trust(self):
+        if self._trust is None:
+            from . import trust
+
+            roots, distrust, system = self._options
+            self._trust = trust.build(roots, distrust, system)
+        return self._trust
+
+    def verify(
+        self, stream: BinaryIO, inspection: Inspection, now: dt.datetime | None = None
+    ) -> list[Verdict]:
+        if inspection.verdicts is None:
+            from .verify import verify_all
+
+            inspection.verdicts = verify_all(stream, inspection.signatures, self.trust, now)
+        return inspection.verdicts

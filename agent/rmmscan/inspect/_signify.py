@@ -1,0 +1,78 @@
+"""The one door to signify: applies the oscrypto workaround before signify is imported.
+
+oscrypto 1.3.0 (the newest release) finds the OpenSSL version with the pattern
+``\\d\\.\\d\\.\\d[a-z]*``, which fails on a two-digit patch level such as "3.0.19" and makes
+``import signify`` raise "Error detecting the version of libcrypto" (wbond/oscrypto#75,
+#78; ralphje/signify#41). Upstream's fix (not released) widens the pattern to ``\\d+``.
+We apply exactly that change to the two oscrypto modules that hold the pattern, at import
+time, and nothing else; a release that fixed it is loaded untouched.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+
+_BROKEN = b"'\\\\b(\\\\d\\\\.\\\\d\\\\.\\\\d[a-z]*)\\\\b'"
+_FIXED = b"'\\\\b(\\\\d+\\\\.\\\\d+\\\\.\\\\d+[a-z]*)\\\\b'"
+_PATCHED_MODULES = frozenset(
+    {"oscrypto._openssl._libcrypto_cffi", "oscrypto._openssl._libcrypto_ctypes"}
+)
+
+
+class _VersionPatternLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the module from its source with the version pattern widened."""
+
+    def get_code(self, fullname):
+        source = self.get_data(self.path)
+        return self.source_to_code(source.replace(_BROKEN, _FIXED), self.path)
+
+
+class _VersionPatternFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _PATCHED_MODULES:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return spec
+        spec.loader = _VersionPatternLoader(fullname, spec.origin)
+        return spec
+
+
+def _install() -> None:
+    if any(isinstance(f, _VersionPatternFinder) for f in sys.meta_path):
+        return
+    if any(name in sys.modules for name in _PATCHED_MODULES):
+        return
+    sys.meta_path.insert(0, _VersionPatternFinder())
+
+
+_install()
+
+# ruff: noqa: E402  (the imports must follow the workaround)
+from signify.authenticode import (  # noqa: F401
+    AuthenticodeSignature,
+    AuthenticodeVerificationResult,
+)
+from signify.authenticode.cert_store import (  # noqa: F401
+    LEGACY_CERTIFICATES,
+    LEGACY_CERTIFICATES_LOCATION,
+    TRUSTED_CERTIFICATE_STORE_WITH_CTL,
+)
+from signify.authenticode.signed_file.pe import SignedPEFile  # noqa: F401
+from signify.authenticode.tsp import RFC3161SignedData  # noqa: F401
+from signify.exceptions import (  # noqa: F401
+    AuthenticodeInvalidDigestError,
+    CertificateVerificationError,
+    SignedPEParseError,
+    SignerInfoParseError,
+    VerificationError,
+)
+from signify.pkcs7 import SignedData  # noqa: F401
+from signify.x509 import Certificate, CertificateStore, VerificationContext  # noqa: F401

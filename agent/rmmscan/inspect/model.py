@@ -1,0 +1,112 @@
+"""The records inspection produces: plain, typed, immutable where they can be."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """VerificationStatus: one verdict per signature, the first failure that applies."""
+
+    OK = "Ok"  # intact, verifies, chain to a trusted root, valid at the signing time
+    UNSIGNED = "Unsigned"  # a PE without a signature (the row of an unsigned file)
+    INVALID_DIGEST = "InvalidDigest"  # the file was modified after signing
+    BAD_SIGNATURE = "BadSignature"  # the signature or the countersignature does not verify
+    UNTRUSTED_ROOT = "UntrustedRoot"  # the chain does not lead to a trusted root
+    INVALID_CHAIN = "InvalidChain"  # a chain exists but is unfit (usage, constraints)
+    EXPIRED = "Expired"  # the signer's certificate is outside its validity, no timestamp
+    DISTRUSTED = "Distrusted"  # a certificate of the chain is on the distrust list
+    MALFORMED = "Malformed"  # the signature cannot be parsed or is structurally wrong
+    NOT_CHECKED = "NotChecked"  # not verified (verification was not asked for)
+
+
+class Anomaly(StrEnum):
+    """Structural facts about the certificate table; tools disagree on these files."""
+
+    DATA_AFTER_TABLE = "data_after_certificate_table"
+    SLACK_IN_ENTRY = "slack_in_certificate_entry"
+    MULTIPLE_ENTRIES = "multiple_certificate_entries"
+    TABLE_OUTSIDE_FILE = "certificate_table_outside_file"
+    TABLE_SIZE_EXCEEDS_FILE = "certificate_table_size_exceeds_file"
+    TABLE_TOO_LARGE = "certificate_table_too_large"
+    TABLE_INSIDE_HEADERS = "certificate_table_inside_headers"
+    ENTRY_MALFORMED = "certificate_entry_malformed"
+    UNSUPPORTED_ENTRY_TYPE = "unsupported_certificate_entry_type"
+    PKCS7_MALFORMED = "pkcs7_malformed"
+    PKCS7_TRUNCATED = "pkcs7_truncated"
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What one certificate yields; computed once per distinct certificate (by thumbprint)."""
+
+    sha1: str
+    cn: str  # Signer/Issuer column value: CN, else O, else the whole DN
+    subject: str
+    issuer: str
+    issuer_cn: str
+    serial_hex: str
+    serial_int: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    crl_urls: tuple[str, ...]
+    issuer_key: bytes  # DER of the issuer name, to find the issuing certificate
+    subject_key: bytes  # DER of the subject name
+    self_signed: bool
+
+
+@dataclass(slots=True)
+class SignatureInfo:
+    """One embedded Authenticode signature (primary or nested), without a trust verdict."""
+
+    index: int
+    digest_algorithm: str
+    signer: CertInfo | None
+    issuer: CertInfo | None  # the issuing CA certificate, when the signature carries it
+    countersignature_time: dt.datetime | None
+    countersignature_kind: str | None  # "rfc3161" or "pkcs9"
+    certificates: tuple[CertInfo, ...]
+    problems: list[str] = field(default_factory=list)  # why it is Malformed, if it is
+    entry: int = 0  # which certificate-table entry holds it
+    asn1: object = field(default=None, repr=False, compare=False)  # parsed SignedData
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    is_trusted: bool
+    root_microsoft: bool
+    detail: str = ""
+    chain: tuple[CertInfo, ...] = ()
+
+
+@dataclass(slots=True)
+class PEHeader:
+    machine: int
+    is_64: bool
+    is_dll: bool
+    checksum_offset: int
+    cert_dir_offset: int  # file offset of the certificate data-directory entry, 0 if none
+    cert_table: tuple[int, int]  # (file offset, size) as the header claims
+    sections: tuple[tuple[str, int, int, int, int], ...]  # name, vaddr, vsize, rawptr, rawsize
+    headers_size: int
+    resource_dir: tuple[int, int]  # (rva, size)
+
+
+@dataclass(slots=True)
+class Inspection:
+    """Everything inspection learned about one stream."""
+
+    size: int
+    is_pe: bool
+    not_pe_reason: str = ""
+    header: PEHeader | None = None
+    signatures: list[SignatureInfo] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    verdicts: list[Verdict] | None = None  # parallel to signatures, when verified
+
+    @property
+    def is_signed(self) -> bool:
+        return bool(self.signatures)

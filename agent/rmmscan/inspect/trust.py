@@ -1,0 +1,151 @@
+"""The trust context, built once per process: trusted roots indexed by subject, and the
+distrust list.
+
+signify builds a certvalidator context from every trusted root on every verify (hundreds of
+Microsoft-program roots: most of its 13-200 ms, DESIGN §5). A chain can only end in a root
+whose subject is the issuer named by a certificate the signature carries, so each verify
+gets a store holding just those roots, and the same CTL rules as the full store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from asn1crypto import x509
+
+from . import _signify as sg
+from .model import CertInfo
+
+
+@dataclass(frozen=True, slots=True)
+class DistrustEntry:
+    reason: str
+    sha1: str = ""
+    serial: str = ""  # hex of the INTEGER content octets, as in CertificateSerialNumber
+    issuer: str = ""  # issuer CN; with serial, narrows a serial to one CA
+
+
+@dataclass
+class TrustStore:
+    """Roots by normalized subject, each with the store (and CTL) it came from."""
+
+    by_subject: dict[str, list[tuple[sg.Certificate, sg.CertificateStore]]] = field(
+        default_factory=dict
+    )
+    microsoft: set[str] = field(default_factory=set)  # SHA-1 thumbprints of Microsoft roots
+    distrust: list[DistrustEntry] = field(default_factory=list)
+    user_root_count: int = 0
+
+    def add_store(self, store: sg.CertificateStore, microsoft: bool = False) -> None:
+        for cert in store:
+            key = cert.asn1.subject.hashable
+            self.by_subject.setdefault(key, []).append((cert, store))
+            if microsoft and _is_microsoft(cert.asn1.subject):
+                self.microsoft.add(cert.sha1_fingerprint.replace(" ", "").lower())
+
+    def roots_for(self, issuer_names: set[str]) -> sg.CertificateStore | None:
+        """A small trusted store with only the roots that could end these chains."""
+        groups: dict[int, tuple[sg.CertificateStore, list[sg.Certificate]]] = {}
+        for key in issuer_names:
+            for cert, origin in self.by_subject.get(key, ()):
+                groups.setdefault(id(origin), (origin, []))[1].append(cert)
+        stores = [
+            sg.CertificateStore(certs, trusted=True, ctl=o.ctl) for o, certs in groups.values()
+        ]
+        if not stores:
+            return None
+        combined = stores[0]
+        for store in stores[1:]:
+            combined = combined | store
+        return combined
+
+    def distrusted(self, certs: list[CertInfo]) -> DistrustEntry | None:
+        for cert in certs:
+            for entry in self.distrust:
+                if entry.sha1 and entry.sha1 == cert.sha1:
+                    return entry
+                if (
+                    entry.serial
+                    and entry.serial == cert.serial_hex
+                    and (not entry.issuer or entry.issuer == cert.issuer_cn)
+                ):
+                    return entry
+        return None
+
+
+def _is_microsoft(subject: x509.Name) -> bool:
+    native = subject.native
+    return native.get("organization_name") == "Microsoft Corporation" or str(
+        native.get("common_name", "")
+    ).startswith("Microsoft ")
+
+
+def name_key(der: bytes) -> str:
+    """The normalized form certvalidator matches names by."""
+    return x509.Name.load(der).hashable
+
+
+def load_distrust(path: Path | None = None) -> list[DistrustEntry]:
+    """The shipped list (data/distrust.json), or a user's file in the same format."""
+    if path is None:
+        text = resources.files("rmmscan").joinpath("data/distrust.json").read_text("utf-8")
+        source = "rmmscan/data/distrust.json"
+    else:
+        text = path.read_text("utf-8")
+        source = str(path)
+    try:
+        doc = json.loads(text)
+        return [
+            DistrustEntry(
+                reason=e["reason"],
+                sha1=e.get("sha1", "").lower(),
+                serial=e.get("serial", "").lower(),
+                issuer=e.get("issuer", ""),
+            )
+            for e in doc["certificates"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{source}: not a distrust list ({exc}); expected "
+            '{"certificates": [{"reason": ..., "sha1": ... | "serial": ..., "issuer": ...}]}'
+        ) from exc
+
+
+def load_pem_roots(paths: list[Path]) -> sg.CertificateStore:
+    certs: list[sg.Certificate] = []
+    for path in paths:
+        data = path.read_bytes()
+        found = sg.Certificate.from_pems(data)
+        if not found:
+            raise ValueError(
+                f"{path}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
+            )
+        certs.extend(found)
+    return sg.CertificateStore(certs, trusted=True)
+
+
+def build(
+    trusted_roots: list[Path] | None = None,
+    distrust_files: list[Path] | None = None,
+    system_roots: bool = True,
+) -> TrustStore:
+    store = TrustStore()
+    if system_roots:
+        store.add_store(sg.TRUSTED_CERTIFICATE_STORE_WITH_CTL, microsoft=True)
+        legacy = sg.CertificateStore(
+            sg.Certificate.from_pems(sg.LEGACY_CERTIFICATES_LOCATION.read_bytes()),
+            trusted=True,
+            ctl=sg.LEGACY_CERTIFICATES,
+        )
+        store.add_store(legacy, microsoft=True)
+    if trusted_roots:
+        user = load_pem_roots(trusted_roots)
+        store.user_root_count = len(user)
+        store.add_store(user)
+    store.distrust = load_distrust()
+    for path in distrust_files or []:
+        store.distrust.extend(load_distrust(path))
+    return store

@@ -1,0 +1,151 @@
+"""Trust verdicts for the signatures of one file, with signify doing the cryptography.
+
+signify answers CERTIFICATE_ERROR for untrusted, self-signed and expired alike (DESIGN §5),
+so the verdict is derived here in a fixed order of precedence:
+Malformed > Distrusted > InvalidDigest > BadSignature > UntrustedRoot > Expired >
+InvalidChain > Ok.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import BinaryIO
+
+from . import _signify as sg
+from .certificates import cert_info
+from .model import CertInfo, SignatureInfo, Status, Verdict
+from .trust import TrustStore, name_key
+
+_HASHES = {
+    "md5": hashlib.md5,
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
+_EXPIRY_WORDS = ("expired", "not valid until", "is not valid", "validity period")
+
+
+def verify_all(
+    stream: BinaryIO, sigs: list[SignatureInfo], trust: TrustStore, now: dt.datetime | None = None
+) -> list[Verdict]:
+    """One verdict per signature; the file's Authenticode digests are computed once."""
+    if not sigs:
+        return []
+    pe = sg.SignedPEFile(stream)
+    wanted = {s.digest_algorithm for s in sigs if s.digest_algorithm in _HASHES}
+    try:
+        digests = pe.get_fingerprints(*(_HASHES[a] for a in sorted(wanted)))
+    except (sg.SignedPEParseError, ValueError, OSError) as exc:
+        return [Verdict(Status.MALFORMED, False, False, f"PE layout: {exc}") for _ in sigs]
+    now = now or dt.datetime.now(dt.UTC)
+    return [_verify_one(pe, s, digests, trust, now) for s in sigs]
+
+
+def _verify_one(
+    pe, sig: SignatureInfo, digests: dict[str, bytes], trust: TrustStore, now: dt.datetime
+) -> Verdict:
+    if sig.signer is None or sig.asn1 is None:
+        return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
+    path = _candidate_chain(sig, trust)
+    root_ms = bool(path) and path[-1].sha1 in trust.microsoft
+    hit = trust.distrusted([sig.signer, *sig.certificates])
+    if hit is not None:
+        return Verdict(Status.DISTRUSTED, False, root_ms, hit.reason, tuple(path))
+    try:
+        signature = sg.AuthenticodeSignature(sig.asn1, signed_file=pe)
+        indirect = signature.indirect_data
+        algorithm = indirect.digest_algorithm().name
+    except Exception as exc:  # signify raises bare ValueError on garbage (DESIGN §5)
+        return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
+    expected = digests.get(algorithm)
+    if expected is None:
+        return Verdict(Status.MALFORMED, False, root_ms, f"digest {algorithm} unsupported")
+    if expected != indirect.digest:
+        return Verdict(
+            Status.INVALID_DIGEST,
+            False,
+            root_ms,
+            "the file's digest differs from the signed digest",
+            tuple(path),
+        )
+    roots = trust.roots_for(_issuer_keys(signature))
+    try:
+        chains = signature.verify(
+            expected_hash=expected,
+            trusted_certificate_store=roots or sg.CertificateStore(trusted=True),
+            strict_validation=False,  # Windows does not require the EKU/KU either
+        )
+        chain = next(iter(chains), [])
+    except sg.AuthenticodeInvalidDigestError as exc:
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
+    except sg.CertificateVerificationError as exc:
+        return _chain_verdict(sig, str(exc), path, root_ms, now)
+    except sg.VerificationError as exc:
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
+    except Exception as exc:
+        return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
+    infos = tuple(_chain_infos(chain)) or tuple(path)
+    root_ms = bool(infos) and infos[-1].sha1 in trust.microsoft
+    return Verdict(Status.OK, True, root_ms, "", infos)
+
+
+def _chain_verdict(
+    sig: SignatureInfo, message: str, path: list[CertInfo], root_ms: bool, now: dt.datetime
+) -> Verdict:
+    if not path:
+        return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, message)
+    moment = sig.countersignature_time or now
+    if any(not (c.not_before <= moment <= c.not_after) for c in path) or any(
+        w in message.lower() for w in _EXPIRY_WORDS
+    ):
+        return Verdict(Status.EXPIRED, False, root_ms, message, tuple(path))
+    return Verdict(Status.INVALID_CHAIN, False, root_ms, message, tuple(path))
+
+
+def _candidate_chain(sig: SignatureInfo, trust: TrustStore) -> list[CertInfo]:
+    """Signer → issuers found by name, ending at a trusted root when one is reached.
+
+    Only the name path (no signatures checked): it names the root for IsRootSignerMicrosoft
+    on files that fail verification, and tells an unknown root from other chain failures.
+    """
+    assert sig.signer is not None
+    path = [sig.signer]
+    by_subject = {c.subject_key: c for c in sig.certificates}
+    current = sig.signer
+    for _ in range(10):
+        key = name_key(current.issuer_key)
+        roots = trust.by_subject.get(key)
+        if roots:
+            root = roots[0][0]
+            info = cert_info(root.to_der)
+            if info.sha1 != current.sha1:
+                path.append(info)
+            return path
+        if current.self_signed:
+            return []  # a self-signed certificate that no store trusts
+        parent = by_subject.get(current.issuer_key)
+        if parent is None or parent in path:
+            return []
+        path.append(parent)
+        current = parent
+    return []
+
+
+def _issuer_keys(signature) -> set[str]:
+    """Normalized issuer names of every certificate the signature and its timestamp carry."""
+    keys: set[str] = set()
+    bags = [signature.certificates]
+    countersigner = signature.signer_info.countersigner
+    if isinstance(countersigner, sg.SignedData):
+        bags.append(countersigner.certificates)
+    for bag in bags:
+        for cert in bag:
+            keys.add(cert.asn1.issuer.hashable)
+            keys.add(cert.asn1.subject.hashable)
+    return keys
+
+
+def _chain_infos(chain) -> list[CertInfo]:
+    return [cert_info(c.to_der) for c in reversed(chain)]

@@ -1,0 +1,1 @@
+"""Where candidate files come from: local paths, watch events, processes, forensic images."""

@@ -1,0 +1,25 @@
+"""Shared fixtures. Any skipped test fails the run: a test that needs a tool gets the tool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+PE_DIR = SAMPLES / "pe"
+TEST_ROOT = SAMPLES / "pki" / "test-root.pem"
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    return json.loads((SAMPLES / "manifest.json").read_text("utf-8"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        reporter.write_line("FAILED: tests were skipped; the suite must run whole", red=True)
+        session.exitstatus = 1
