@@ -17,6 +17,10 @@ from .hashes import FileHashes, hash_stream
 from .model import Anomaly, CertInfo, Inspection, SignatureInfo, Status, Verdict
 from .versioninfo import version_info
 
+# The Authenticode digest excludes the table by its header; where the header lies about it,
+# the digest is undefined and Windows refuses the file: no verdict but Malformed.
+LAYOUT_BROKEN = frozenset({Anomaly.TABLE_SIZE_EXCEEDS_FILE, Anomaly.TABLE_OUTSIDE_FILE})
+
 __all__ = [
     "Anomaly",
     "CertInfo",
@@ -82,5 +86,8 @@ class Inspector:
         if inspection.verdicts is None:
             from .verify import verify_all
 
-            inspection.verdicts = verify_all(stream, inspection.signatures, self.trust, now)
+            broken = bool(LAYOUT_BROKEN.intersection(inspection.anomalies))
+            inspection.verdicts = verify_all(
+                stream, inspection.signatures, self.trust, now, layout_broken=broken
+            )
         return inspection.verdicts

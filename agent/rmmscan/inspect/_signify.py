@@ -70,8 +70,10 @@ from signify.authenticode.tsp import RFC3161SignedData  # noqa: F401
 from signify.exceptions import (  # noqa: F401
     AuthenticodeInvalidDigestError,
     CertificateVerificationError,
+    CounterSignerError,
     SignedPEParseError,
     SignerInfoParseError,
+    SignerInfoVerificationError,
     VerificationError,
 )
 from signify.pkcs7 import SignedData  # noqa: F401

@@ -18,7 +18,9 @@ from .model import Anomaly, CertInfo, SignatureInfo
 MAX_SIGNATURES = 64
 MAX_DEPTH = 8
 _TIMESTAMP_ATTRS = ("microsoft_time_stamp_token", "signature_time_stamp_token")
-_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+_ERRORS = (
+    ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError
+)  # fmt: skip
 
 
 def signatures(entries: list[Entry]) -> tuple[list[SignatureInfo], list[Anomaly]]:
@@ -32,7 +34,8 @@ def signatures(entries: list[Entry]) -> tuple[list[SignatureInfo], list[Anomaly]
                 raise ValueError(f"ContentInfo holds {content['content_type'].native}")
             signed_data = content["content"]
         except _ERRORS as exc:
-            anomalies.append(Anomaly.PKCS7_MALFORMED)
+            if not entry.truncated:  # a truncated blob is already reported as such
+                anomalies.append(Anomaly.PKCS7_MALFORMED)
             found.append(_malformed(len(found), entry.index, f"PKCS#7 does not parse: {exc}"))
             continue
         _walk(signed_data, entry.index, 0, found)

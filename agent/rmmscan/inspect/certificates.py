@@ -58,7 +58,7 @@ def _parse(der: bytes, thumb: str) -> CertInfo:
             subject_key=tbs["subject"].dump(),
             self_signed=tbs["issuer"].dump() == tbs["subject"].dump(),
         )
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
         raise ValueError(f"certificate {thumb} does not parse: {exc}") from exc
 
 

@@ -23,6 +23,7 @@ class Entry:
     revision: int
     cert_type: int
     blob: bytes  # the PKCS#7 DER (exactly its outer TLV when that can be found)
+    truncated: bool = False  # the DER runs past the end of the table or file
 
 
 def der_length(blob: bytes) -> int | None:
@@ -74,10 +75,12 @@ def read_table(
         if cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
             anomalies.append(Anomaly.UNSUPPORTED_ENTRY_TYPE)
         else:
-            entries.append(Entry(len(entries), revision, cert_type, _exact_der(body, anomalies)))
+            blob, truncated = _exact_der(body, anomalies)
+            entries.append(Entry(len(entries), revision, cert_type, blob, truncated))
         if pos + length > len(table):
             if Anomaly.TABLE_SIZE_EXCEEDS_FILE not in anomalies:
                 anomalies.append(Anomaly.ENTRY_MALFORMED)
+            pos = len(table)
             break
         pos += (length + 7) & ~7
     if len(entries) > 1:
@@ -88,17 +91,17 @@ def read_table(
     return entries, list(dict.fromkeys(anomalies))
 
 
-def _exact_der(body: bytes, anomalies: list[Anomaly]) -> bytes:
+def _exact_der(body: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bool]:
     """Trim an entry's body to its DER object, noting truncation and slack."""
     total = der_length(body)
     if total is None:
         anomalies.append(Anomaly.PKCS7_MALFORMED)
-        return body
+        return body, False
     if total > len(body):
         anomalies.append(Anomaly.PKCS7_TRUNCATED)
-        return body
+        return body, True
     slack = body[total:]
     # Up to 7 zero bytes align the next entry; anything else is slack worth reporting.
     if len(slack) > 7 or any(slack):
         anomalies.append(Anomaly.SLACK_IN_ENTRY)
-    return body[:total]
+    return body[:total], False

@@ -28,16 +28,25 @@ _EXPIRY_WORDS = ("expired", "not valid until", "is not valid", "validity period"
 
 
 def verify_all(
-    stream: BinaryIO, sigs: list[SignatureInfo], trust: TrustStore, now: dt.datetime | None = None
+    stream: BinaryIO,
+    sigs: list[SignatureInfo],
+    trust: TrustStore,
+    now: dt.datetime | None = None,
+    layout_broken: bool = False,
 ) -> list[Verdict]:
     """One verdict per signature; the file's Authenticode digests are computed once."""
     if not sigs:
         return []
+    if layout_broken:
+        detail = "the certificate table lies outside the file; the digest is undefined"
+        return [Verdict(Status.MALFORMED, False, False, detail) for _ in sigs]
     pe = sg.SignedPEFile(stream)
     wanted = {s.digest_algorithm for s in sigs if s.digest_algorithm in _HASHES}
     try:
         digests = pe.get_fingerprints(*(_HASHES[a] for a in sorted(wanted)))
-    except (sg.SignedPEParseError, ValueError, OSError) as exc:
+    except OSError:
+        raise  # a read error is the caller's to report, not a verdict
+    except Exception as exc:  # signify raises struct.error, ValueError... on bad layouts
         return [Verdict(Status.MALFORMED, False, False, f"PE layout: {exc}") for _ in sigs]
     now = now or dt.datetime.now(dt.UTC)
     return [_verify_one(pe, s, digests, trust, now) for s in sigs]
@@ -70,8 +79,8 @@ def _verify_one(
             "the file's digest differs from the signed digest",
             tuple(path),
         )
-    roots = trust.roots_for(_issuer_keys(signature))
     try:
+        roots = trust.roots_for(_issuer_keys(signature))
         chains = signature.verify(
             expected_hash=expected,
             trusted_certificate_store=roots or sg.CertificateStore(trusted=True),
@@ -82,6 +91,17 @@ def _verify_one(
         return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
     except sg.CertificateVerificationError as exc:
         return _chain_verdict(sig, str(exc), path, root_ms, now)
+    except sg.CounterSignerError as exc:
+        cause = _chain_cause(exc)
+        if cause is not None:
+            detail = f"the timestamp's chain: {cause}"
+            return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, detail, tuple(path))
+        detail = f"the timestamp countersignature does not verify: {exc}"
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
+    except sg.SignerInfoVerificationError as exc:
+        if "No valid certificate chain" in str(exc):  # no issuer candidate at all
+            return _chain_verdict(sig, str(exc), path, root_ms, now)
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
     except sg.VerificationError as exc:
         return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
     except Exception as exc:
@@ -102,6 +122,21 @@ def _chain_verdict(
     ):
         return Verdict(Status.EXPIRED, False, root_ms, message, tuple(path))
     return Verdict(Status.INVALID_CHAIN, False, root_ms, message, tuple(path))
+
+
+def _chain_cause(exc: BaseException) -> BaseException | None:
+    """The chain failure behind a countersigner error (signify re-raises inside `except`,
+    so the causes are on __context__), or None when the timestamp itself is bad."""
+    cause = exc.__context__
+    for _ in range(8):
+        if cause is None:
+            return None
+        if isinstance(cause, sg.CertificateVerificationError) or (
+            "No valid certificate chain" in str(cause)
+        ):
+            return cause
+        cause = cause.__context__
+    return None
 
 
 def _candidate_chain(sig: SignatureInfo, trust: TrustStore) -> list[CertInfo]:

@@ -1,0 +1,120 @@
+"""The certificate-table reader on hand-built tables: every anomaly is reported, none raises."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+from rmmscan.inspect.certtable import MAX_TABLE, read_table
+from rmmscan.inspect.model import Anomaly
+
+DER = bytes.fromhex("3003020101")  # a complete 5-byte DER SEQUENCE
+
+
+def entry(body: bytes, length: int | None = None, cert_type: int = 2) -> bytes:
+    n = 8 + len(body) if length is None else length
+    raw = struct.pack("<IHH", n, 0x200, cert_type) + body
+    return raw + b"\0" * (-len(raw) % 8)
+
+
+def read(table: bytes, prefix: int = 64, suffix: bytes = b"", size: int | None = None):
+    data = b"\0" * prefix + table + suffix
+    return read_table(io.BytesIO(data), len(data), prefix, size or len(table), 16)
+
+
+def test_clean_table():
+    entries, anomalies = read(entry(DER))
+    assert [e.blob for e in entries] == [DER]
+    assert anomalies == []
+
+
+def test_unsigned_has_no_entries():
+    assert read_table(io.BytesIO(b"x" * 100), 100, 0, 0, 16) == ([], [])
+
+
+def test_data_after_table():
+    assert read(entry(DER), suffix=b"appended")[1] == [Anomaly.DATA_AFTER_TABLE]
+
+
+def test_slack_inside_entry():
+    entries, anomalies = read(entry(DER + b"junk-after-the-der"))
+    assert entries[0].blob == DER
+    assert anomalies == [Anomaly.SLACK_IN_ENTRY]
+
+
+def test_alignment_padding_is_not_slack():
+    assert read(entry(DER + b"\0\0\0"))[1] == []
+
+
+def test_two_entries():
+    entries, anomalies = read(entry(DER) + entry(DER))
+    assert len(entries) == 2
+    assert anomalies == [Anomaly.MULTIPLE_ENTRIES]
+
+
+def test_size_field_past_end_of_file():
+    table = entry(DER)
+    entries, anomalies = read(table, size=0x7FFFFFF0)
+    assert [e.blob for e in entries] == [DER]
+    assert anomalies == [Anomaly.TABLE_SIZE_EXCEEDS_FILE]
+
+
+def test_offset_past_end_of_file():
+    data = b"\0" * 100
+    assert read_table(io.BytesIO(data), 100, 5000, 16, 16) == ([], [Anomaly.TABLE_OUTSIDE_FILE])
+
+
+def test_truncated_der():
+    body = bytes.fromhex("3082ffff") + b"\x01" * 20
+    entries, anomalies = read(entry(body))
+    assert Anomaly.PKCS7_TRUNCATED in anomalies
+    assert len(entries) == 1
+
+
+def test_unsupported_entry_type():
+    entries, anomalies = read(entry(DER, cert_type=1))
+    assert entries == []
+    assert anomalies == [Anomaly.UNSUPPORTED_ENTRY_TYPE]
+
+
+def test_entry_length_below_header():
+    entries, anomalies = read(struct.pack("<IHH", 3, 0x200, 2) + b"\x30" * 8)
+    assert entries == []
+    assert anomalies == [Anomaly.ENTRY_MALFORMED]
+
+
+class CountingReader(io.RawIOBase):
+    """A huge sparse file: counts bytes read, so the test proves the read is capped."""
+
+    def __init__(self, size: int, table_at: int, table: bytes):
+        self.size, self.at, self.table, self.pos, self.read_total = size, table_at, table, 0, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=0):
+        self.pos = pos if whence == 0 else self.size + pos
+        return self.pos
+
+    def readinto(self, buffer):
+        n = max(0, min(len(buffer), self.size - self.pos))
+        chunk = bytearray(n)
+        lo, hi = max(self.pos, self.at), min(self.pos + n, self.at + len(self.table))
+        if lo < hi:
+            chunk[lo - self.pos : hi - self.pos] = self.table[lo - self.at : hi - self.at]
+        buffer[:n] = chunk
+        self.pos += n
+        self.read_total += n
+        return n
+
+
+def test_gigabyte_table_claim_reads_at_most_the_cap():
+    table = entry(DER)
+    reader = io.BufferedReader(CountingReader(2**31, 1024, table))
+    entries, anomalies = read_table(reader, 2**31, 1024, 2**31 - 1024, 16)
+    assert [e.blob for e in entries] == [DER]
+    assert Anomaly.TABLE_TOO_LARGE in anomalies
+    assert reader.raw.read_total <= MAX_TABLE + 2 * io.DEFAULT_BUFFER_SIZE
