@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from asn1crypto import cms, tsp
+from asn1crypto import cms, core, tsp
 
+from . import _signify  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
 from .certificates import cert_info
 from .certtable import Entry
 from .model import Anomaly, CertInfo, SignatureInfo
@@ -78,7 +79,8 @@ def _walk(signed_data: cms.SignedData, entry: int, depth: int, out: list[Signatu
         else:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = signer_info["unsigned_attrs"]
-        attrs = [] if unsigned.native is None else list(unsigned)
+        # Never .native here: it converts the nested signatures too (minutes on real files).
+        attrs = [] if isinstance(unsigned, core.Void) else list(unsigned)
     except _ERRORS as exc:
         info.problems.append(f"SignedData does not parse: {exc}")
         return
@@ -112,7 +114,7 @@ def _walk(signed_data: cms.SignedData, entry: int, depth: int, out: list[Signatu
 
 def _certificates(signed_data: cms.SignedData, problems: list[str]) -> list[CertInfo]:
     certs = signed_data["certificates"]
-    if certs.native is None:
+    if isinstance(certs, core.Void):
         return []
     out = []
     for choice in certs:
@@ -146,15 +148,9 @@ def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | No
 
 
 def _rfc3161_time(token: cms.ContentInfo) -> dt.datetime:
-    encap = token["content"]["encap_content_info"]
-    content = encap["content"]
-    tst = (
-        content.parsed
-        if isinstance(content.parsed, tsp.TSTInfo)
-        else tsp.TSTInfo.load(
-            content.native if isinstance(content.native, bytes) else content.contents
-        )
-    )
+    content = token["content"]["encap_content_info"]["content"]
+    parsed = content.parsed
+    tst = parsed if isinstance(parsed, tsp.TSTInfo) else tsp.TSTInfo.load(content.contents)
     return _utc(tst["gen_time"].native)
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from collections import OrderedDict
 
-from asn1crypto import x509
+from asn1crypto import core, x509
 
 from . import names
 from .model import CertInfo
@@ -72,7 +72,10 @@ def _time(value) -> dt.datetime:
 def _crl_urls(tbs) -> list[str]:
     """Every URI of every CRL distribution point, in certificate order."""
     urls: list[str] = []
-    for ext in tbs["extensions"]:
+    extensions = tbs["extensions"]
+    if isinstance(extensions, core.Void):  # a v1 certificate
+        return urls
+    for ext in extensions:
         if ext["extn_id"].native != "crl_distribution_points":
             continue
         try:
