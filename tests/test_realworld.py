@@ -17,7 +17,6 @@ import pytest
 import realworld as rw
 
 ROOT = Path(__file__).resolve().parent.parent
-RMMSCAN = ROOT / ".venv" / "bin" / "rmmscan"
 # Real tables are a few signatures each: a whole run takes seconds; minutes means a bug.
 CLI_TIMEOUT = 120
 GROUPS = ("msvc", "shim", "grub")
@@ -37,7 +36,7 @@ def files() -> dict[str, list[Path]]:
 def rows(files, tmp_path_factory) -> dict[Path, list[dict]]:
     """rmmscan's JSONL rows, by file, in SignatureIndex order (one CLI run for all)."""
     paths = [p for group in files.values() for p in group]
-    args = [str(RMMSCAN), "inspect", "--format", "jsonl"]
+    args = [sys.executable, "-m", "rmmscan", "inspect", "--format", "jsonl"]
     args += ["--state-dir", str(tmp_path_factory.mktemp("state")), *map(str, paths)]
     try:
         done = subprocess.run(args, capture_output=True, timeout=CLI_TIMEOUT, check=False)
@@ -197,3 +196,19 @@ def test_python_api_in_fresh_interpreter(files, rows):
         assert [s[1] for s in got["sigs"]] == [[] for _ in rows[path]], path.name
         assert [s[0] for s in got["sigs"]] == [r["SignerHash"] for r in rows[path]], path.name
         assert got["verdicts"] == [r["VerificationStatus"] for r in rows[path]], path.name
+
+
+def test_version_information_of_microsoft_dlls(files):
+    """Version resources read through a memory map (BytesIO too), as Explorer shows them."""
+    import io
+
+    from rmmscan.inspect import version_info
+
+    for path in files["msvc"]:
+        data = path.read_bytes()
+        with open(path, "rb") as mapped:
+            info = version_info(mapped, len(data))
+        assert info == version_info(io.BytesIO(data), len(data)), path.name
+        assert info["CompanyName"] == "Microsoft Corporation", path.name
+        assert info["OriginalFilename"].lower() == path.name.lower(), path.name
+        assert info["ProductName"] == "Microsoft® Visual Studio®", path.name
