@@ -50,7 +50,7 @@ def mutants(draw) -> bytes:
 
 
 @settings(
-    max_examples=300,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     verbosity=Verbosity.quiet,

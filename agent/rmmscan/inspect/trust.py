@@ -41,7 +41,7 @@ class TrustStore:
 
     def add_store(self, store: sg.CertificateStore, microsoft: bool = False) -> None:
         for cert in store:
-            key = cert.asn1.subject.hashable
+            key = hashable(cert.asn1.subject)
             self.by_subject.setdefault(key, []).append((cert, store))
             if microsoft and _is_microsoft(cert.asn1.subject):
                 self.microsoft.add(cert.sha1_fingerprint.replace(" ", "").lower())
@@ -84,8 +84,15 @@ def _is_microsoft(subject: x509.Name) -> bool:
 
 
 def name_key(der: bytes) -> str:
-    """The normalized form certvalidator matches names by."""
-    return x509.Name.load(der).hashable
+    """The normalized form certvalidator matches names by (raw DER if it does not decode)."""
+    return hashable(x509.Name.load(der))
+
+
+def hashable(name: x509.Name) -> str:
+    try:
+        return name.hashable
+    except (ValueError, TypeError, KeyError):  # an undecodable string in the name
+        return "der:" + name.dump().hex()
 
 
 def load_distrust(path: Path | None = None) -> list[DistrustEntry]:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from . import _signify as sg
 from .certificates import cert_info
 from .model import CertInfo, SignatureInfo, Status, Verdict
-from .trust import TrustStore, name_key
+from .trust import TrustStore, hashable, name_key
 
 _HASHES = {
     "md5": hashlib.md5,
@@ -177,8 +177,8 @@ def _issuer_keys(signature) -> set[str]:
         bags.append(countersigner.certificates)
     for bag in bags:
         for cert in bag:
-            keys.add(cert.asn1.issuer.hashable)
-            keys.add(cert.asn1.subject.hashable)
+            keys.add(hashable(cert.asn1.issuer))
+            keys.add(hashable(cert.asn1.subject))
     return keys
 
 
