@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .columns import NAMES
 from .device import Device
 from .inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
-from .text import path_columns
+from .text import brief, path_columns
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -122,6 +122,6 @@ def signature_columns(sig: SignatureInfo, verdict: Verdict | None) -> dict:
         "IssuerSubject": signer.issuer if signer else None,
         "DigestAlgorithm": sig.digest_algorithm or None,
         "VerificationStatus": str(status),
-        "VerificationDetail": detail or None,
+        "VerificationDetail": brief(detail) if detail else None,
         "CountersignatureType": sig.countersignature_kind,
     }

@@ -6,12 +6,13 @@ import base64
 import os
 import unicodedata
 
-_REPLACE = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+# Backslashes stay as they are (Windows paths, RFC 4514 escapes): JSON is the exact format.
+_REPLACE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def printable(text: str) -> str:
     """Escape control characters, bidi overrides and undecodable bytes (surrogates)."""
-    if text.isprintable() and "\\" not in text:
+    if text.isprintable():
         return text
     out = []
     for ch in text:
@@ -26,6 +27,11 @@ def printable(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def brief(text: str, limit: int = 300) -> str:
+    """Library messages can quote attacker-chosen numbers thousands of digits long."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def path_columns(path: str | bytes) -> tuple[str, str | None]:

@@ -38,7 +38,7 @@ def verify_all(
     if not sigs:
         return []
     if layout_broken:
-        detail = "the certificate table lies outside the file; the digest is undefined"
+        detail = "the certificate table does not fit in the file; the digest is undefined"
         return [Verdict(Status.MALFORMED, False, False, detail) for _ in sigs]
     pe = sg.SignedPEFile(stream)
     wanted = {s.digest_algorithm for s in sigs if s.digest_algorithm in _HASHES}

@@ -9,11 +9,11 @@ from typing import TextIO
 
 from ..inspect import Inspection, Verdict
 from ..rows import iso
-from ..text import printable
+from ..text import brief, printable
 
 
 def _line(out: TextIO, label: str, value) -> None:
-    out.write(f"  {label + ':':<22}{printable(str(value))}\n")
+    out.write(f"  {label + ':':<22}{printable(brief(str(value), 2000))}\n")
 
 
 def write_report(
@@ -42,7 +42,7 @@ def write_report(
         _line(
             out,
             "  Verified",
-            status + (f" - {verdict.detail}" if verdict and verdict.detail else ""),
+            status + (f" - {brief(verdict.detail)}" if verdict and verdict.detail else ""),
         )
         signer = sig.signer
         if signer is None:
