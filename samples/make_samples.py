@@ -1186,7 +1186,13 @@ def main() -> int:
     parser.add_argument(
         "--verify", action="store_true", help="run osslsigncode verify on every file afterwards"
     )
+    parser.add_argument(
+        "--out", type=Path, help="write pe/, pki/ and manifest.json here instead of samples/"
+    )
     args = parser.parse_args()
+    if args.out is not None:
+        global PE_DIR, PKI_DIR, MANIFEST
+        PE_DIR, PKI_DIR, MANIFEST = args.out / "pe", args.out / "pki", args.out / "manifest.json"
     for tool in (OSSLSIGNCODE, CC64, CC32):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found (needs mingw-w64 and osslsigncode >= 2.9)")
@@ -1209,7 +1215,7 @@ def main() -> int:
         "files": files,
     }
     MANIFEST.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {len(files)} files to {PE_DIR.relative_to(HERE.parent)}")
+    print(f"wrote {len(files)} files to {PE_DIR}")
     if args.verify:
         for name in files:
             print(f"{name:28} {verify(PE_DIR / name)}")
