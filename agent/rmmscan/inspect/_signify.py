@@ -71,6 +71,7 @@ from signify.exceptions import (  # noqa: F401
     AuthenticodeInvalidDigestError,
     CertificateVerificationError,
     CounterSignerError,
+    CTLCertificateVerificationError,
     SignedPEParseError,
     SignerInfoParseError,
     SignerInfoVerificationError,
