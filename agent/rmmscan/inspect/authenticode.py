@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from asn1crypto import cms, core, tsp
+from asn1crypto import cms, core, parser, tsp
 
 from . import _signify  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
 from .certificates import cert_info
@@ -89,7 +89,7 @@ def _walk(signed_data: cms.SignedData, entry: int, depth: int, out: list[Signatu
         try:
             kind = attr["type"].native
             if kind in _TIMESTAMP_ATTRS and info.countersignature_time is None:
-                info.countersignature_time = _rfc3161_time(attr["values"][0])
+                info.countersignature_time = _rfc3161_time(attr["values"])
                 info.countersignature_kind = "rfc3161"
             elif kind == "counter_signature" and info.countersignature_time is None:
                 info.countersignature_time = _pkcs9_time(attr["values"][0])
@@ -147,11 +147,39 @@ def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | No
     return None
 
 
-def _rfc3161_time(token: cms.ContentInfo) -> dt.datetime:
-    content = token["content"]["encap_content_info"]["content"]
+def _rfc3161_time(values: cms.SetOfContentInfo) -> dt.datetime:
+    """genTime of the first timestamp token.
+
+    The token is a whole SignedData (certificates, signer) around a small TSTInfo; walking
+    it with asn1crypto's tokenizer costs a tenth of building its objects. Anything
+    unexpected takes the full parse, which names the fault.
+    """
+    try:
+        content_info = _tlvs(values.contents)[0][1]  # ContentInfo
+        signed_data = _tlvs(_tlvs(content_info)[1][1])[0][1]  # [0] EXPLICIT SignedData
+        encap = _tlvs(signed_data)[2][1]  # version, digestAlgorithms, encapContentInfo
+        octets = _tlvs(_tlvs(encap)[1][1])[0][1]  # [0] EXPLICIT OCTET STRING
+        tst_info = _tlvs(octets)[0][1]
+        tag, gen_time = _tlvs(tst_info)[4]  # version, policy, imprint, serial, genTime
+        if tag == 24:  # GeneralizedTime
+            return _utc(core.GeneralizedTime(contents=gen_time).native)
+    except (ValueError, TypeError, IndexError):
+        pass
+    content = values[0]["content"]["encap_content_info"]["content"]
     parsed = content.parsed
     tst = parsed if isinstance(parsed, tsp.TSTInfo) else tsp.TSTInfo.load(content.contents)
     return _utc(tst["gen_time"].native)
+
+
+def _tlvs(data: bytes, limit: int = 5) -> list[tuple[int, bytes]]:
+    """(tag, contents) of the first `limit` TLVs in `data`."""
+    out = []
+    while data and len(out) < limit:
+        length = parser.peek(data)
+        _, _, tag, _, contents, _ = parser.parse(data[:length])
+        out.append((tag, contents))
+        data = data[length:]
+    return out
 
 
 def _pkcs9_time(counter_signer: cms.SignerInfo) -> dt.datetime:
