@@ -163,7 +163,7 @@ def _rfc3161_time(values: cms.SetOfContentInfo) -> dt.datetime:
         tag, gen_time = _tlvs(tst_info)[4]  # version, policy, imprint, serial, genTime
         if tag == 24:  # GeneralizedTime
             return _utc(core.GeneralizedTime(contents=gen_time).native)
-    except (ValueError, TypeError, IndexError):
+    except _ERRORS:
         pass
     content = values[0]["content"]["encap_content_info"]["content"]
     parsed = content.parsed
