@@ -82,13 +82,9 @@ def _error(path, message: str) -> None:
 
 
 def _inspect(args) -> int:
-    from .device import local_device
     from .inspect import Inspector, hash_stream, inspect_stream, version_info
-    from .rows import FileRef, make_rows
-    from .sinks.jsonl import JsonlSink
     from .sinks.report import write_report
     from .sources.local import open_regular
-    from .state import State
 
     for option in (*args.trusted_roots, *args.distrust):
         if not option.is_file():
@@ -100,12 +96,10 @@ def _inspect(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"rmmscan: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    state = None
-    device = None
-    sink = JsonlSink(sys.stdout)
+    rows = _RowWriter(args.state_dir)
     status = EXIT_OK
     for name in args.files:
-        path = os.fsencode(name) if isinstance(name, str) else name
+        path = os.fsencode(name)
         try:
             stream, _ = open_regular(path)
         except OSError as exc:
@@ -117,35 +111,48 @@ def _inspect(args) -> int:
                 inspection = inspect_stream(stream)
                 verdicts = inspector.verify(stream, inspection) if inspection.is_pe else None
                 hashes = hash_stream(stream) if inspection.is_pe else None
+                version = {}
+                if inspection.is_pe and args.format == "table":
+                    version = version_info(stream, inspection.size)
             except OSError as exc:
                 _error(name, f"read failed: {exc.strerror or exc}")
                 status = EXIT_ERROR
                 continue
-            if not inspection.is_pe:
-                _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
-            if args.format == "table":
-                version = version_info(stream, inspection.size) if inspection.is_pe else {}
-                write_report(sys.stdout, os.fsdecode(name), inspection, verdicts, hashes, version)
-                continue
-            if not inspection.is_pe:
-                continue
-            if state is None:
-                state = State(args.state_dir)
-                device = local_device(state)
-            n = max(1, len(inspection.signatures))
-            first = state.allocate("report_id", n)
-            ids = iter(range(first, first + n))
-            sink.write(
-                make_rows(
-                    inspection,
-                    FileRef(os.fsdecode(path), "inspect"),
-                    device,
-                    hashes,
-                    verdicts,
-                    ids.__next__,
-                    dt.datetime.now(dt.UTC),
-                )
-            )
-    if state is not None:
-        state.close()
+        if not inspection.is_pe:
+            _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
+        if args.format == "table":
+            write_report(sys.stdout, name, inspection, verdicts, hashes, version)
+        elif inspection.is_pe:
+            rows.write(inspection, os.path.abspath(path), hashes, verdicts)
+    rows.close()
     return status
+
+
+class _RowWriter:
+    """JSONL rows; the state (device id, ReportId counter) is opened with the first row."""
+
+    def __init__(self, state_dir: Path | None):
+        self.state_dir = state_dir
+        self.state = None
+        self.device = None
+
+    def write(self, inspection, path: bytes, hashes, verdicts) -> None:
+        from .device import local_device
+        from .rows import FileRef, make_rows
+        from .sinks.jsonl import JsonlSink
+        from .state import State
+
+        if self.state is None:
+            self.state = State(self.state_dir)
+            self.device = local_device(self.state)
+        n = max(1, len(inspection.signatures))
+        first = self.state.allocate("report_id", n)
+        ids = iter(range(first, first + n))
+        ref = FileRef(os.fsdecode(path), "inspect")
+        now = dt.datetime.now(dt.UTC)
+        rows = make_rows(inspection, ref, self.device, hashes, verdicts, ids.__next__, now)
+        JsonlSink(sys.stdout).write(rows)
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
