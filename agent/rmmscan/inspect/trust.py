@@ -114,21 +114,11 @@ def name_key(der: bytes) -> str:
 
 
 def hashable(name: x509.Name) -> str:
-    """Name.hashable (RFC 4518 string prep) costs ~0.5 ms; names repeat, so it is cached."""
-    der = name.dump()
-    hit = _HASHABLE.get(der)
-    if hit is None:
-        try:
-            hit = name.hashable
-        except (ValueError, TypeError, KeyError):  # an undecodable string in the name
-            hit = "der:" + der.hex()
-        if len(_HASHABLE) >= 8192:
-            _HASHABLE.clear()
-        _HASHABLE[der] = hit
-    return hit
-
-
-_HASHABLE: dict[bytes, str] = {}
+    """Name.hashable (memoized by _signify), or the DER when a string does not decode."""
+    try:
+        return name.hashable
+    except (ValueError, TypeError, KeyError):  # an undecodable string in the name
+        return "der:" + name.dump().hex()
 
 
 def load_distrust(path: Path | None = None) -> list[DistrustEntry]:
