@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rmmscan.columns import COLUMNS, DEFENDER, markdown_table
+from rmmscan.columns import COLUMNS, DEFENDER, SCHEMA_VERSION, markdown_table
 
 from conftest import ROOT
 
@@ -21,7 +21,9 @@ def test_defender_columns_exactly():
 
 
 def test_readme_holds_the_generated_table():
-    assert markdown_table() in (ROOT / "README.md").read_text("utf-8")
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert markdown_table() in readme
+    assert f"## Columns (schema version {SCHEMA_VERSION})" in readme
 
 
 def test_names_are_unique():

@@ -85,26 +85,21 @@ def _cache_name_hashable() -> None:
 _cache_name_hashable()
 
 # ruff: noqa: E402  (the imports must follow the workaround)
-from signify.authenticode import (  # noqa: F401
-    AuthenticodeSignature,
-    AuthenticodeVerificationResult,
-)
+from signify.authenticode import AuthenticodeSignature  # noqa: F401
 from signify.authenticode.cert_store import (  # noqa: F401
     LEGACY_CERTIFICATES,
     LEGACY_CERTIFICATES_LOCATION,
     TRUSTED_CERTIFICATE_STORE_WITH_CTL,
 )
 from signify.authenticode.signed_file.pe import SignedPEFile  # noqa: F401
-from signify.authenticode.tsp import RFC3161SignedData  # noqa: F401
 from signify.exceptions import (  # noqa: F401
     AuthenticodeInvalidDigestError,
     CertificateVerificationError,
     CounterSignerError,
     CTLCertificateVerificationError,
     SignedPEParseError,
-    SignerInfoParseError,
     SignerInfoVerificationError,
     VerificationError,
 )
 from signify.pkcs7 import SignedData  # noqa: F401
-from signify.x509 import Certificate, CertificateStore, VerificationContext  # noqa: F401
+from signify.x509 import Certificate, CertificateStore  # noqa: F401

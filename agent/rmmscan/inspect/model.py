@@ -90,9 +90,7 @@ class PEHeader:
     checksum_offset: int
     cert_dir_offset: int  # file offset of the certificate data-directory entry, 0 if none
     cert_table: tuple[int, int]  # (file offset, size) as the header claims
-    sections: tuple[tuple[str, int, int, int, int], ...]  # name, vaddr, vsize, rawptr, rawsize
     headers_size: int
-    resource_dir: tuple[int, int]  # (rva, size)
 
 
 @dataclass(slots=True)
@@ -106,7 +104,3 @@ class Inspection:
     signatures: list[SignatureInfo] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     verdicts: list[Verdict] | None = None  # parallel to signatures, when verified
-
-    @property
-    def is_signed(self) -> bool:
-        return bool(self.signatures)

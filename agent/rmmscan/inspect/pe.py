@@ -1,7 +1,7 @@
 """Recognise a PE and read its headers with two bounded reads (DESIGN §5: ~20 µs).
 
 Only what Authenticode needs: where the checksum and the certificate data directory are,
-where the certificate table claims to be, the section table (for version information).
+and where the certificate table claims to be.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from .model import PEHeader
 
 HEAD_READ = 4096
 MAX_E_LFANEW = 0x10000000  # Windows loads images whose NT headers sit far out; bound the seek
-MAX_SECTIONS = 96  # the PE loader's own limit
 _DIR_SECURITY = 4
-_DIR_RESOURCE = 2
 
 
 class NotPE(Exception):
@@ -44,13 +42,13 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         raise NotPE("no PE signature at e_lfanew")
     if len(nt) < 24:
         raise NotPE("truncated COFF header")
-    (nsections_claimed, opt_size_claimed) = struct.unpack_from("<H12xH", nt, 6)
-    needed = 24 + opt_size_claimed + 40 * min(nsections_claimed, MAX_SECTIONS)
+    (opt_size_claimed,) = struct.unpack_from("<H", nt, 20)
+    needed = 24 + opt_size_claimed
     if e_lfanew + needed <= len(head):
         nt = head[e_lfanew : e_lfanew + needed]
     else:
         nt = read_at(stream, e_lfanew, needed)
-    machine, nsections, _, _, _, opt_size, characteristics = struct.unpack_from("<HHIIIHH", nt, 4)
+    machine, _, _, _, _, opt_size, characteristics = struct.unpack_from("<HHIIIHH", nt, 4)
     opt = 24
     if opt_size < 2 or len(nt) < opt + 2:
         raise NotPE("no optional header")
@@ -78,17 +76,7 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         return va, size, e_lfanew + at
 
     cert_off, cert_size, cert_dir = directory(_DIR_SECURITY)
-    res_rva, res_size, _ = directory(_DIR_RESOURCE)
 
-    sections = []
-    table = opt + opt_size
-    for i in range(min(nsections, MAX_SECTIONS)):
-        at = table + 40 * i
-        if at + 40 > len(nt):
-            break
-        raw_name, vsize, vaddr, rawsize, rawptr = struct.unpack_from("<8sIIII", nt, at)
-        name = raw_name.rstrip(b"\0").decode("latin-1")
-        sections.append((name, vaddr, vsize, rawptr, rawsize))
     return PEHeader(
         machine=machine,
         is_64=is_64,
@@ -96,7 +84,5 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         checksum_offset=e_lfanew + opt + 64,
         cert_dir_offset=cert_dir,
         cert_table=(cert_off, cert_size),
-        sections=tuple(sections),
         headers_size=headers_size,
-        resource_dir=(res_rva, res_size),
     )

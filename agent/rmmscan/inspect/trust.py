@@ -62,7 +62,6 @@ class TrustStore:
     )
     microsoft: set[str] = field(default_factory=set)  # SHA-1 thumbprints of Microsoft roots
     distrust: list[DistrustEntry] = field(default_factory=list)
-    user_root_count: int = 0
 
     def add_store(self, store: sg.CertificateStore, microsoft: bool = False) -> None:
         for cert in store:
@@ -179,9 +178,7 @@ def build(
         )
         store.add_store(legacy, microsoft=True)
     if trusted_roots:
-        user = load_pem_roots(trusted_roots)
-        store.user_root_count = len(user)
-        store.add_store(user)
+        store.add_store(load_pem_roots(trusted_roots))
     store.distrust = load_distrust()
     for path in distrust_files or []:
         store.distrust.extend(load_distrust(path))

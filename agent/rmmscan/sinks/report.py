@@ -36,7 +36,7 @@ def write_report(
         _line(out, "Verified", "Unsigned")
     for i, sig in enumerate(inspection.signatures):
         verdict = verdicts[i] if verdicts else None
-        role = "primary" if sig.index == 0 else "nested"
+        role = "primary" if sig.index == 0 else "nested" if sig.entry == 0 else f"entry {sig.entry}"
         out.write(f"  Signature {sig.index} ({role}, {sig.digest_algorithm or '?'}):\n")
         status = verdict.status if verdict else "NotChecked"
         _line(
