@@ -77,12 +77,13 @@ def _verify_one(
         signature = _Signature(sig.asn1, signed_file=pe)
         indirect = signature.indirect_data
         algorithm = indirect.digest_algorithm().name
+        signed_digest = indirect.digest
     except Exception as exc:  # signify raises bare ValueError on garbage (DESIGN §5)
         return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
     expected = digests.get(algorithm)
     if expected is None:
         return Verdict(Status.MALFORMED, False, root_ms, f"digest {algorithm} unsupported")
-    if expected != indirect.digest:
+    if expected != signed_digest:
         return Verdict(
             Status.INVALID_DIGEST,
             False,
