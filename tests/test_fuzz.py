@@ -12,7 +12,14 @@ from rmmscan.inspect import Inspector, Status, inspect_stream, pe
 
 from conftest import PE_DIR, TEST_ROOT
 
-SEEDS = ["dwsnet-ou.exe", "nested-sha256-sha1.exe", "pkcs9-countersigned.exe", "dll32.dll"]
+SEEDS = [
+    "dwsnet-ou.exe",
+    "nested-sha256-sha1.exe",
+    "nested-depth3.exe",
+    "pkcs9-countersigned.exe",
+    "two-entries.exe",
+    "dll32.dll",
+]
 _DATA = {name: (PE_DIR / name).read_bytes() for name in SEEDS}
 INSPECTOR = Inspector([TEST_ROOT])
 
