@@ -1190,15 +1190,18 @@ def main() -> int:
         "--out", type=Path, help="write pe/, pki/ and manifest.json here instead of samples/"
     )
     args = parser.parse_args()
-    if args.out is not None:
-        global PE_DIR, PKI_DIR, MANIFEST
-        PE_DIR, PKI_DIR, MANIFEST = args.out / "pe", args.out / "pki", args.out / "manifest.json"
     for tool in (OSSLSIGNCODE, CC64, CC32):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found (needs mingw-w64 and osslsigncode >= 2.9)")
 
+    # Build beside the target and swap at the end, so that the committed samples never
+    # disappear while a regeneration runs (tests and benchmarks read them).
+    final = (args.out or HERE).resolve()
+    final.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=final))
+    global PE_DIR, PKI_DIR, MANIFEST
+    PE_DIR, PKI_DIR, MANIFEST = work / "pe", work / "pki", work / "manifest.json"
     for d in (PE_DIR, PKI_DIR):
-        shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
     pki = build_pki()
     with tempfile.TemporaryDirectory(prefix="rmmscan-samples-") as tmp:
@@ -1215,6 +1218,13 @@ def main() -> int:
         "files": files,
     }
     MANIFEST.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for name in ("pe", "pki", "manifest.json"):
+        target = final / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        (work / name).replace(target)
+    work.rmdir()
+    PE_DIR, PKI_DIR, MANIFEST = final / "pe", final / "pki", final / "manifest.json"
     print(f"wrote {len(files)} files to {PE_DIR}")
     if args.verify:
         for name in files:
