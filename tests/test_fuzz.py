@@ -8,7 +8,7 @@ import struct
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import strategies as st
 
-from rmmscan.inspect import Inspector, Status, inspect_stream, pe
+from rmmscan.inspect import Inspector, Status, inspect_stream, pe, version_info
 
 from conftest import PE_DIR, TEST_ROOT
 
@@ -69,6 +69,7 @@ def test_mutated_samples_always_get_a_verdict(data):
     if not inspection.is_pe:
         assert inspection.not_pe_reason
         return
+    assert isinstance(version_info(stream, len(data)), dict)
     verdicts = INSPECTOR.verify(stream, inspection)
     assert len(verdicts) == len(inspection.signatures)
     for verdict in verdicts:

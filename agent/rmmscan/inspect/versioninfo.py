@@ -38,7 +38,7 @@ def version_info(stream: BinaryIO, size: int) -> dict[str, str]:
             directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_RESOURCE"]]
         )
         return _strings(pe)
-    except (pefile.PEFormatError, ValueError, IndexError, KeyError, TypeError, AttributeError):
+    except Exception:  # pefile on hostile input raises struct, index, overflow... errors
         return {}
     finally:
         if mapped is not None:
