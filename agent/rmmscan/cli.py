@@ -132,17 +132,20 @@ class _RowWriter:
     """JSONL rows; the state (device id, ReportId counter) is opened with the first row."""
 
     def __init__(self, state_dir: Path | None):
+        from .sinks.jsonl import JsonlSink
+
         self.state_dir = state_dir
         self.state = None
         self.device = None
+        self.sink = JsonlSink(sys.stdout)
 
     def write(self, inspection, path: bytes, hashes, verdicts) -> None:
-        from .device import local_device
         from .rows import FileRef, make_rows
-        from .sinks.jsonl import JsonlSink
-        from .state import State
 
         if self.state is None:
+            from .device import local_device
+            from .state import State
+
             self.state = State(self.state_dir)
             self.device = local_device(self.state)
         n = max(1, len(inspection.signatures))
@@ -151,7 +154,7 @@ class _RowWriter:
         ref = FileRef(os.fsdecode(path), "inspect")
         now = dt.datetime.now(dt.UTC)
         rows = make_rows(inspection, ref, self.device, hashes, verdicts, ids.__next__, now)
-        JsonlSink(sys.stdout).write(rows)
+        self.sink.write(rows)
 
     def close(self) -> None:
         if self.state is not None:

@@ -111,7 +111,7 @@ def _verify_one(
         detail = f"the timestamp countersignature does not verify: {exc}"
         return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
     except sg.SignerInfoVerificationError as exc:
-        if "No valid certificate chain" in str(exc):  # no issuer candidate at all
+        if _is_chain_failure(exc):
             return _chain_verdict(sig, str(exc), path, root_ms, now)
         return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
     except sg.VerificationError as exc:
@@ -136,6 +136,14 @@ def _chain_verdict(
     return Verdict(Status.INVALID_CHAIN, False, root_ms, message, tuple(path))
 
 
+def _is_chain_failure(exc: BaseException) -> bool:
+    """A chain that cannot be validated, or no issuer candidate at all (signify says the
+    latter only in words, as a SignerInfoVerificationError)."""
+    return isinstance(exc, sg.CertificateVerificationError) or (
+        "No valid certificate chain" in str(exc)
+    )
+
+
 def _chain_cause(exc: BaseException) -> BaseException | None:
     """The chain failure behind a countersigner error (signify re-raises inside `except`,
     so the causes are on __context__), or None when the timestamp itself is bad."""
@@ -143,9 +151,7 @@ def _chain_cause(exc: BaseException) -> BaseException | None:
     for _ in range(8):
         if cause is None:
             return None
-        if isinstance(cause, sg.CertificateVerificationError) or (
-            "No valid certificate chain" in str(cause)
-        ):
+        if _is_chain_failure(cause):
             return cause
         cause = cause.__context__
     return None
