@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# What it costs to know a column, cheapest first: rules evaluate cheap predicates first, and
+# a file is read further only when a predicate or the emission policy reaches a costlier one.
+FILE, SIGNATURE, VERSION, HASH, VERDICT, EMIT = (
+    "file",
+    "signature",
+    "version",
+    "hash",
+    "verdict",
+    "emit",
+)
+COSTS = {FILE: 0, SIGNATURE: 1, VERSION: 2, HASH: 3, VERDICT: 4, EMIT: 5}
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,121 +32,87 @@ class Column:
     description: str
     defender: bool = False
     nullable: bool = False
+    source: str = SIGNATURE  # which step of the pipeline yields it (FILE ... EMIT)
 
 
+def _c(name, type_, source, description, defender=False, nullable=False) -> Column:
+    return Column(name, type_, description, defender, nullable, source)
+
+
+D, N = True, True  # readability below: defender=D, nullable=N
 COLUMNS: tuple[Column, ...] = (
-    Column("Timestamp", "datetime", "When the row was made, ISO-8601 UTC with Z", True),
-    Column(
-        "DeviceId",
-        "string",
-        "40 lower-case hex characters, stable for the device (derived from the OS machine id)",
-        True,
-    ),
-    Column("DeviceName", "string", "Fully qualified domain name of the device, lower case", True),
-    Column("SHA1", "string", "SHA-1 of the whole file, lower-case hex", True),
-    Column("IsSigned", "bool", "The file carries an Authenticode signature", True),
-    Column("SignatureType", "string", "Embedded or Catalog", True, True),
-    Column(
-        "Signer", "string", "CN of the signing certificate (else O, else the DN), NFC", True, True
-    ),
-    Column("SignerHash", "string", "SHA-1 thumbprint of the signing certificate", True, True),
-    Column(
-        "Issuer",
-        "string",
-        "CN of the signing certificate's issuer (else O, else the DN)",
-        True,
-        True,
-    ),
-    Column(
-        "IssuerHash",
-        "string",
-        "SHA-1 thumbprint of the issuing CA certificate; null when the signature does not carry it",
-        True,
-        True,
-    ),
-    Column(
-        "CertificateSerialNumber",
-        "string",
-        "Hex of the serial's DER content octets (a leading 00 sign byte kept)",
-        True,
-        True,
-    ),
-    Column(
-        "CrlDistributionPointUrls",
-        "string",
-        "JSON array of the certificate's CRL distribution point URLs, as written",
-        True,
-        True,
-    ),
-    Column("CertificateCreationTime", "datetime", "Signing certificate notBefore", True, True),
-    Column("CertificateExpirationTime", "datetime", "Signing certificate notAfter", True, True),
-    Column(
-        "CertificateCountersignatureTime",
-        "datetime",
-        "Time of the timestamp "
-        "countersignature (RFC 3161 genTime or PKCS#9 signingTime); null without one",
-        True,
-        True,
-    ),
-    Column(
-        "IsTrusted",
-        "bool",
-        "Intact, verifies, chain to a trusted root valid at the countersignature time (else now)",
-        True,
-    ),
-    Column("IsRootSignerMicrosoft", "bool", "The chain ends in a Microsoft root", True),
-    Column("ReportId", "long", "Per-device counter, never repeats for a device", True),
-    Column("FileName", "string", "File name"),
-    Column(
-        "FolderPath",
-        "string",
-        "Full path including the file name, as Defender writes it; "
-        "undecodable bytes shown as U+FFFD (see FolderPathBytes)",
-    ),
-    Column(
-        "FolderPathBytes",
-        "string",
-        "Base64 of the raw path bytes when the name is not valid UTF-8, else null",
-        nullable=True,
-    ),
-    Column("SHA256", "string", "SHA-256 of the whole file, lower-case hex"),
-    Column("MD5", "string", "MD5 of the whole file, lower-case hex"),
-    Column("FileSize", "long", "Size in bytes"),
-    Column("SignatureIndex", "int", "0 = the primary signature, 1.. = nested, depth first"),
-    Column(
-        "SignerSubject",
-        "string",
-        "Full DN of the signing certificate, most specific first",
-        nullable=True,
-    ),
-    Column("IssuerSubject", "string", "Full DN of the issuer, most specific first", nullable=True),
-    Column(
-        "DigestAlgorithm",
-        "string",
-        "Authenticode digest algorithm: sha1, sha256, ...",
-        nullable=True,
-    ),
-    Column(
-        "VerificationStatus",
-        "string",
-        "Ok, Unsigned, InvalidDigest, BadSignature, "
-        "UntrustedRoot, InvalidChain, Expired, Distrusted, Malformed or NotChecked",
-    ),
-    Column("VerificationDetail", "string", "Why the status is not Ok, in words", nullable=True),
-    Column(
-        "CountersignatureType",
-        "string",
-        "rfc3161 or pkcs9; null without a timestamp",
-        nullable=True,
-    ),
-    Column("Anomalies", "string", "JSON array of structural anomalies of the certificate table"),
-    Column("ScanSource", "string", "inspect, sweep, watch, process or image"),
-    Column("RuleId", "string", "Id of the rule that matched (detections only)", nullable=True),
-    Column("RuleName", "string", "Name of the rule that matched (detections only)", nullable=True),
-)
+    _c("Timestamp", "datetime", EMIT, "When the row was made, ISO-8601 UTC with Z", D),
+    _c("DeviceId", "string", FILE, "40 lower-case hex characters, stable for the device "
+       "(derived from the OS machine id)", D),
+    _c("DeviceName", "string", FILE, "Fully qualified domain name of the device, lower case", D),
+    _c("SHA1", "string", HASH, "SHA-1 of the whole file, lower-case hex", D),
+    _c("IsSigned", "bool", SIGNATURE, "The file carries an Authenticode signature", D),
+    _c("SignatureType", "string", SIGNATURE, "Embedded or Catalog", D, N),
+    _c("Signer", "string", SIGNATURE,
+       "CN of the signing certificate (else O, else the DN), NFC", D, N),
+    _c("SignerHash", "string", SIGNATURE, "SHA-1 thumbprint of the signing certificate", D, N),
+    _c("Issuer", "string", SIGNATURE,
+       "CN of the signing certificate's issuer (else O, else the DN)", D, N),
+    _c("IssuerHash", "string", SIGNATURE, "SHA-1 thumbprint of the issuing CA certificate; "
+       "null when the signature does not carry it", D, N),
+    _c("CertificateSerialNumber", "string", SIGNATURE,
+       "Hex of the serial's DER content octets (a leading 00 sign byte kept)", D, N),
+    _c("CrlDistributionPointUrls", "string", SIGNATURE,
+       "JSON array of the certificate's CRL distribution point URLs, as written", D, N),
+    _c("CertificateCreationTime", "datetime", SIGNATURE, "Signing certificate notBefore", D, N),
+    _c("CertificateExpirationTime", "datetime", SIGNATURE, "Signing certificate notAfter", D, N),
+    _c("CertificateCountersignatureTime", "datetime", SIGNATURE, "Time of the timestamp "
+       "countersignature (RFC 3161 genTime or PKCS#9 signingTime); null without one", D, N),
+    _c("IsTrusted", "bool", VERDICT, "Intact, verifies, chain to a trusted root valid at the "
+       "countersignature time (else now)", D),
+    _c("IsRootSignerMicrosoft", "bool", VERDICT, "The chain ends in a Microsoft root", D),
+    _c("ReportId", "long", EMIT, "Per-device counter, never repeats for a device", D),
+    _c("FileName", "string", FILE, "File name"),
+    _c("FolderPath", "string", FILE, "Full path including the file name, as Defender writes it; "
+       "undecodable bytes shown as U+FFFD (see FolderPathBytes)"),
+    _c("FolderPathBytes", "string", FILE,
+       "Base64 of the raw path bytes when the name is not valid UTF-8, else null", nullable=N),
+    _c("SHA256", "string", HASH, "SHA-256 of the whole file, lower-case hex"),
+    _c("MD5", "string", HASH, "MD5 of the whole file, lower-case hex"),
+    _c("FileSize", "long", FILE, "Size in bytes"),
+    _c("SignatureIndex", "int", SIGNATURE, "0 = the primary signature, 1.. = nested, depth first"),
+    _c("SignerSubject", "string", SIGNATURE,
+       "Full DN of the signing certificate, most specific first", nullable=N),
+    _c("IssuerSubject", "string", SIGNATURE,
+       "Full DN of the issuer, most specific first", nullable=N),
+    _c("DigestAlgorithm", "string", SIGNATURE,
+       "Authenticode digest algorithm: sha1, sha256, ...", nullable=N),
+    _c("VerificationStatus", "string", VERDICT, "Ok, Unsigned, InvalidDigest, BadSignature, "
+       "UntrustedRoot, InvalidChain, Expired, Distrusted, Malformed or NotChecked"),
+    _c("VerificationDetail", "string", VERDICT, "Why the status is not Ok, in words", nullable=N),
+    _c("CountersignatureType", "string", SIGNATURE,
+       "rfc3161 or pkcs9; null without a timestamp", nullable=N),
+    _c("Anomalies", "string", SIGNATURE,
+       "JSON array of structural anomalies of the certificate table"),
+    # Version information, named as Defender's ProcessVersionInfo* columns without "Process".
+    _c("VersionInfoCompanyName", "string", VERSION, "CompanyName of the version resource",
+       nullable=N),
+    _c("VersionInfoProductName", "string", VERSION, "ProductName of the version resource",
+       nullable=N),
+    _c("VersionInfoProductVersion", "string", VERSION,
+       "ProductVersion of the version resource", nullable=N),
+    _c("VersionInfoInternalFileName", "string", VERSION,
+       "InternalName of the version resource", nullable=N),
+    _c("VersionInfoOriginalFileName", "string", VERSION,
+       "OriginalFilename of the version resource", nullable=N),
+    _c("VersionInfoFileDescription", "string", VERSION,
+       "FileDescription of the version resource", nullable=N),
+    _c("ScanSource", "string", FILE, "inspect, sweep, watch, process or image"),
+    _c("RuleId", "string", EMIT, "Id of the rule that matched (detections only)", nullable=N),
+    _c("RuleName", "string", EMIT, "Name of the rule that matched (detections only)", nullable=N),
+)  # fmt: skip
 
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 DEFENDER: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.defender)
+TYPES: dict[str, str] = {c.name: c.type for c in COLUMNS}
+SOURCE: dict[str, str] = {c.name: c.source for c in COLUMNS}
+# Columns a rule may test: everything but what is only known when a row is emitted.
+QUERYABLE: dict[str, str] = {c.name: c.type for c in COLUMNS if c.source != EMIT}
 
 
 def markdown_table() -> str:
