@@ -111,9 +111,7 @@ def _inspect(args) -> int:
                 inspection = inspect_stream(stream)
                 verdicts = inspector.verify(stream, inspection) if inspection.is_pe else None
                 hashes = hash_stream(stream) if inspection.is_pe else None
-                version = {}
-                if inspection.is_pe and args.format == "table":
-                    version = version_info(stream, inspection.size)
+                version = version_info(stream, inspection.size) if inspection.is_pe else {}
             except OSError as exc:
                 _error(name, f"read failed: {exc.strerror or exc}")
                 status = EXIT_ERROR
@@ -123,7 +121,7 @@ def _inspect(args) -> int:
         if args.format == "table":
             write_report(sys.stdout, name, inspection, verdicts, hashes, version)
         elif inspection.is_pe:
-            rows.write(inspection, os.path.abspath(path), hashes, verdicts)
+            rows.write(inspection, os.path.abspath(path), hashes, verdicts, version)
     rows.close()
     return status
 
@@ -139,7 +137,7 @@ class _RowWriter:
         self.device = None
         self.sink = JsonlSink(sys.stdout)
 
-    def write(self, inspection, path: bytes, hashes, verdicts) -> None:
+    def write(self, inspection, path: bytes, hashes, verdicts, version) -> None:
         from .rows import FileRef, make_rows
 
         if self.state is None:
@@ -153,7 +151,7 @@ class _RowWriter:
         ids = iter(range(first, first + n))
         ref = FileRef(os.fsdecode(path), "inspect")
         now = dt.datetime.now(dt.UTC)
-        rows = make_rows(inspection, ref, self.device, hashes, verdicts, ids.__next__, now)
+        rows = make_rows(inspection, ref, self.device, hashes, verdicts, ids.__next__, now, version)
         self.sink.write(rows)
 
     def close(self) -> None:

@@ -12,10 +12,12 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .columns import NAMES
+from .columns import NAMES, SIGNATURE, SOURCE
 from .device import Device
 from .inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
 from .text import brief, path_columns
+
+SIGNATURE_COLUMNS = tuple(n for n in NAMES if SOURCE[n] == SIGNATURE)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -44,6 +46,65 @@ def file_name(folder_path: str) -> str:
     return posixpath.basename(folder_path)
 
 
+def file_columns(ref: FileRef, device: Device, size: int) -> dict:
+    """The FILE group: known from the path and a stat, before the file is opened."""
+    folder_path, raw = path_columns(ref.path)
+    return {
+        "DeviceId": device.device_id,
+        "DeviceName": device.device_name,
+        "FileName": file_name(folder_path),
+        "FolderPath": folder_path,
+        "FolderPathBytes": raw,
+        "FileSize": size,
+        "ScanSource": ref.source,
+    }
+
+
+def hash_columns(hashes: FileHashes) -> dict:
+    return {"SHA1": hashes.sha1, "SHA256": hashes.sha256, "MD5": hashes.md5}
+
+
+def version_columns(version: dict[str, str]) -> dict:
+    return {column: version.get(field) or None for column, field in VERSION_FIELDS.items()}
+
+
+VERSION_FIELDS = {
+    "VersionInfoCompanyName": "CompanyName",
+    "VersionInfoProductName": "ProductName",
+    "VersionInfoProductVersion": "ProductVersion",
+    "VersionInfoInternalFileName": "InternalName",
+    "VersionInfoOriginalFileName": "OriginalFilename",
+    "VersionInfoFileDescription": "FileDescription",
+}
+
+
+def signature_rows(inspection: Inspection) -> list[dict]:
+    """The SIGNATURE group of each row: one per signature, or one for an unsigned PE."""
+    anomalies = json.dumps([str(a) for a in inspection.anomalies])
+    if not inspection.signatures:
+        row = dict.fromkeys(SIGNATURE_COLUMNS)
+        row.update(IsSigned=False, Anomalies=anomalies)
+        return [row]
+    return [dict(signature_columns(sig), Anomalies=anomalies) for sig in inspection.signatures]
+
+
+def verdict_rows(inspection: Inspection, verdicts: list[Verdict] | None) -> list[dict]:
+    """The VERDICT group of each row, in the order of signature_rows."""
+    if not inspection.signatures:
+        return [
+            {
+                "IsTrusted": False,
+                "IsRootSignerMicrosoft": False,
+                "VerificationStatus": str(Status.UNSIGNED),
+                "VerificationDetail": None,
+            }
+        ]
+    return [
+        verdict_columns(sig, verdicts[i] if verdicts is not None else None)
+        for i, sig in enumerate(inspection.signatures)
+    ]
+
+
 def make_rows(
     inspection: Inspection,
     ref: FileRef,
@@ -52,57 +113,27 @@ def make_rows(
     verdicts: list[Verdict] | None,
     report_id: Callable[[], int],
     now: dt.datetime | None = None,
+    version: dict[str, str] | None = None,
 ) -> list[dict]:
+    """Every column of every row of one file, at once (the inspect command)."""
     if not inspection.is_pe:
         return []
-    folder_path, raw = path_columns(ref.path)
     stamp = iso(now or dt.datetime.now(dt.UTC))
-    base = {
-        "Timestamp": stamp,
-        "DeviceId": device.device_id,
-        "DeviceName": device.device_name,
-        "SHA1": hashes.sha1,
-        "FileName": file_name(folder_path),
-        "FolderPath": folder_path,
-        "FolderPathBytes": raw,
-        "SHA256": hashes.sha256,
-        "MD5": hashes.md5,
-        "FileSize": inspection.size,
-        "Anomalies": json.dumps([str(a) for a in inspection.anomalies]),
-        "ScanSource": ref.source,
-        "RuleId": None,
-        "RuleName": None,
-    }
-    if not inspection.signatures:
-        row = dict.fromkeys(NAMES)
-        row.update(base)
-        row.update(
-            IsSigned=False,
-            IsTrusted=False,
-            IsRootSignerMicrosoft=False,
-            VerificationStatus=str(Status.UNSIGNED),
-            ReportId=report_id(),
-        )
-        return [row]
+    shared = file_columns(ref, device, inspection.size)
+    shared.update(hash_columns(hashes))
+    shared.update(version_columns(version or {}))
     rows = []
-    for i, sig in enumerate(inspection.signatures):
-        verdict = verdicts[i] if verdicts is not None else None
+    for sig_row, verdict_row in zip(
+        signature_rows(inspection), verdict_rows(inspection, verdicts), strict=True
+    ):
         row = dict.fromkeys(NAMES)
-        row.update(base)
-        row.update(signature_columns(sig, verdict))
-        row["ReportId"] = report_id()
+        row.update(shared, **sig_row, **verdict_row, Timestamp=stamp, ReportId=report_id())
         rows.append(row)
     return rows
 
 
-def signature_columns(sig: SignatureInfo, verdict: Verdict | None) -> dict:
+def signature_columns(sig: SignatureInfo) -> dict:
     signer, issuer = sig.signer, sig.issuer
-    status = verdict.status if verdict else Status.NOT_CHECKED
-    detail = verdict.detail if verdict else ""
-    if status is Status.NOT_CHECKED:
-        detail = "not verified"
-    elif not detail and sig.problems:
-        detail = "; ".join(sig.problems)
     return {
         "IsSigned": True,
         "SignatureType": "Embedded",
@@ -115,13 +146,24 @@ def signature_columns(sig: SignatureInfo, verdict: Verdict | None) -> dict:
         "CertificateCreationTime": iso(signer.not_before) if signer else None,
         "CertificateExpirationTime": iso(signer.not_after) if signer else None,
         "CertificateCountersignatureTime": iso(sig.countersignature_time),
-        "IsTrusted": bool(verdict and verdict.is_trusted),
-        "IsRootSignerMicrosoft": bool(verdict and verdict.root_microsoft),
         "SignatureIndex": sig.index,
         "SignerSubject": signer.subject if signer else None,
         "IssuerSubject": signer.issuer if signer else None,
         "DigestAlgorithm": sig.digest_algorithm or None,
+        "CountersignatureType": sig.countersignature_kind,
+    }
+
+
+def verdict_columns(sig: SignatureInfo, verdict: Verdict | None) -> dict:
+    status = verdict.status if verdict else Status.NOT_CHECKED
+    detail = verdict.detail if verdict else ""
+    if status is Status.NOT_CHECKED:
+        detail = "not verified"
+    elif not detail and sig.problems:
+        detail = "; ".join(sig.problems)
+    return {
+        "IsTrusted": bool(verdict and verdict.is_trusted),
+        "IsRootSignerMicrosoft": bool(verdict and verdict.root_microsoft),
         "VerificationStatus": str(status),
         "VerificationDetail": brief(detail) if detail else None,
-        "CountersignatureType": sig.countersignature_kind,
     }

@@ -1,0 +1,301 @@
+"""The local sweep's source: a parallel walk of directory trees that hands each directory's
+regular files, with the directory's open descriptor, to a visitor.
+
+Every open below the roots is relative to the parent directory's descriptor (openat), with
+O_NOFOLLOW unless symlinks are followed: no path is ever resolved twice, so paths longer than
+PATH_MAX work and a directory swapped for a symlink during the sweep cannot redirect it.
+An open directory stays open only while its children wait to be listed (refcounted), and
+the work stack is last-in-first-out, so the number of open descriptors stays near
+depth x workers however wide the tree.
+
+Nothing here is fatal: unreadable or vanished directories, special files, symlinks not
+followed, loops and excluded paths are reported to the ``Tally`` and the walk goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .mounts import pseudo_devices
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class WalkOptions:
+    excludes: tuple[bytes, ...] = ()
+    one_file_system: bool = False
+    follow_symlinks: bool = False
+    skip_pseudo: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    name: bytes
+    follow: bool  # reached through a symlink that is followed
+
+
+# visit(root, directory path, directory fd, files) runs in a worker thread; fd is open during it.
+Visitor = Callable[[bytes, bytes, int, list[FileEntry]], None]
+
+
+class Tally:
+    """What the walk saw besides files; thread-safe. `problem` is for unreadable things."""
+
+    def __init__(self, on_problem: Callable[[bytes, str], None] | None = None):
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.on_problem = on_problem
+        self.current_root = b""
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[what] = self.counts.get(what, 0) + n
+
+    def problem(self, path: bytes, what: str, message: str) -> None:
+        self.count(what)
+        if self.on_problem is not None:
+            self.on_problem(path, message)
+
+
+def excluded(patterns: Sequence[bytes], path: bytes, name: bytes) -> bool:
+    """A pattern with a slash matches the whole path, one without matches the name."""
+    for pattern in patterns:
+        subject = path if b"/" in pattern or (os.sep == "\\" and b"\\" in pattern) else name
+        if fnmatch.fnmatchcase(subject, pattern):
+            return True
+    return False
+
+
+def join(directory: bytes, name: bytes) -> bytes:
+    return directory + name if directory.endswith(b"/") else directory + b"/" + name
+
+
+def _message(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class _Handle:
+    """An open directory, kept until the last of its pending children has opened."""
+
+    __slots__ = ("fd", "lock", "refs")
+
+    def __init__(self, fd: int, refs: int):
+        self.fd, self.refs, self.lock = fd, refs, threading.Lock()
+
+    def release(self) -> None:
+        with self.lock:
+            self.refs -= 1
+            last = self.refs == 0
+        if last:
+            os.close(self.fd)
+
+
+@dataclass(slots=True)
+class _Dir:
+    root: bytes
+    path: bytes
+    parent: _Handle | None  # None for a root: opened by path
+    name: bytes
+    root_dev: int
+    follow: bool  # reached through a followed symlink
+
+
+class Walk:
+    """Walk roots with `jobs` threads; `run()` returns when every directory was visited."""
+
+    def __init__(
+        self,
+        roots: Sequence[bytes],
+        visit: Visitor,
+        tally: Tally,
+        options: WalkOptions = WalkOptions(),
+        jobs: int = 4,
+    ):
+        self.visit, self.tally, self.options = visit, tally, options
+        self.jobs = max(1, jobs)
+        self._stack: list[_Dir] = []
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._visited: set[tuple[int, int]] = set()  # directories, only when following links
+        self._pseudo = pseudo_devices() if options.skip_pseudo else frozenset()
+        self._roots = list(roots)
+        self._failure: BaseException | None = None
+
+    # -- roots -------------------------------------------------------------------------
+    def run(self) -> None:
+        for root in self._roots:
+            self._start_root(root)
+        threads = [
+            threading.Thread(target=self._worker, name=f"walk-{i}", daemon=True)
+            for i in range(self.jobs)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _start_root(self, root: bytes) -> None:
+        """A root may be a directory or a file; a symlink given as a root is followed."""
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            self.tally.problem(root, "unreadable", _message(exc))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            self._push(_Dir(root, root, None, root, st.st_dev, False))
+            return
+        if not stat.S_ISREG(st.st_mode):
+            self.tally.count("special")
+            return
+        parent, name = os.path.split(root.rstrip(b"/") or root)
+        try:
+            fd = os.open(parent or b".", _DIR_FLAGS)
+        except OSError as exc:
+            self.tally.problem(root, "unreadable", _message(exc))
+            return
+        try:
+            self.tally.current_root = root
+            self.visit(root, parent or b".", fd, [FileEntry(name, True)])
+        finally:
+            os.close(fd)
+
+    # -- the work stack -----------------------------------------------------------------
+    def _push(self, item: _Dir) -> None:
+        with self._cond:
+            self._stack.append(item)
+            self._pending += 1
+            self._cond.notify()
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stack and self._pending:
+                    self._cond.wait()
+                if not self._pending:
+                    self._cond.notify_all()
+                    return
+                item = self._stack.pop()
+            try:
+                if self._failure is None:
+                    self._list(item)
+                elif item.parent is not None:
+                    item.parent.release()
+            except BaseException as exc:  # a bug, not bad input: drain the stack, re-raise
+                self._failure = self._failure or exc
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._cond.notify_all()
+
+    # -- one directory ------------------------------------------------------------------
+    def _open(self, item: _Dir) -> int | None:
+        try:
+            if item.parent is None:
+                return os.open(item.path, _DIR_FLAGS)
+            flags = _DIR_FLAGS | (0 if item.follow else _NOFOLLOW)
+            return os.open(item.name, flags, dir_fd=item.parent.fd)
+        except FileNotFoundError:
+            self.tally.count("vanished")
+        except OSError as exc:
+            if exc.errno == getattr(os, "ELOOP", -1) or exc.errno == getattr(os, "ENOTDIR", -1):
+                self.tally.count("vanished")  # replaced by a symlink or a file since listed
+            else:
+                self.tally.problem(item.path, "unreadable", _message(exc))
+        finally:
+            if item.parent is not None:
+                item.parent.release()
+        return None
+
+    def _list(self, item: _Dir) -> None:
+        fd = self._open(item)
+        if fd is None:
+            return
+        handle = _Handle(fd, 1)
+        try:
+            st = os.fstat(fd)
+            if not self._enter(item, st):
+                return
+            self.tally.current_root = item.root
+            files, dirs = self._scan(item, fd, st.st_dev)
+            if dirs:
+                with handle.lock:
+                    handle.refs += len(dirs)
+                for name, follow in reversed(dirs):
+                    self._push(
+                        _Dir(item.root, join(item.path, name), handle, name, item.root_dev, follow)
+                    )
+            self.tally.count("directories")
+            if files:
+                self.visit(item.root, item.path, fd, files)
+        finally:
+            handle.release()
+
+    def _enter(self, item: _Dir, st: os.stat_result) -> bool:
+        if st.st_dev in self._pseudo:
+            self.tally.count("pseudo file systems skipped")
+            return False
+        if self.options.one_file_system and st.st_dev != item.root_dev:
+            self.tally.count("other file systems skipped")
+            return False
+        if self.options.follow_symlinks:
+            key = (st.st_dev, st.st_ino)
+            with self._cond:
+                if key in self._visited:
+                    self.tally.count("symlink loops")
+                    return False
+                self._visited.add(key)
+        return True
+
+    def _scan(self, item: _Dir, fd: int, dev: int):
+        files: list[FileEntry] = []
+        dirs: list[tuple[bytes, bool]] = []
+        excludes = self.options.excludes
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError as exc:
+            self.tally.problem(item.path, "unreadable", _message(exc))
+            return files, dirs
+        for entry in entries:
+            name = os.fsencode(entry.name)
+            if excludes and excluded(excludes, join(item.path, name), name):
+                self.tally.count("excluded")
+                continue
+            try:
+                if entry.is_symlink():
+                    self._symlink(item, fd, name, files, dirs)
+                elif entry.is_dir(follow_symlinks=False):
+                    dirs.append((name, False))
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(FileEntry(name, False))
+                else:
+                    self.tally.count("special")
+            except OSError:
+                self.tally.count("vanished")
+        return files, dirs
+
+    def _symlink(self, item: _Dir, fd: int, name: bytes, files, dirs) -> None:
+        if not self.options.follow_symlinks:
+            self.tally.count("symlinks not followed")
+            return
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=True)
+        except OSError:
+            self.tally.count("dangling symlinks")  # dangling, a loop, or no permission
+            return
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append((name, True))
+        elif stat.S_ISREG(st.st_mode):
+            files.append(FileEntry(name, True))
+        else:
+            self.tally.count("special")
