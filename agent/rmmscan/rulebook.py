@@ -1,0 +1,600 @@
+"""The rule pack: Sentinel hunting-query YAML files, loaded strictly, tested, exported.
+
+A rule file is a Sentinel hunting query (``id``, ``name``, ``description``,
+``requiredDataConnectors``, ``tactics``, ``relevantTechniques``, ``query``). Its query is parsed
+by :mod:`rmmscan.kql`; the endpoint evaluates the query's ``where`` predicates on each row.
+Loading reports every problem of a pack at once, each with its file and line and what to do.
+
+Beside each rule file, ``tests/<same name>`` holds rows the rule must match (``positive``) and
+rows it must not (``negative``); :func:`run_tests` runs them. :func:`export` writes each rule
+as a hunting query for Defender's table or for rmmscan's own Log Analytics table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import yaml
+
+from . import columns as cols
+from . import kql
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DEFENDER_TABLE = "DeviceFileCertificateInfo"
+CUSTOM_TABLE = "RmmScanFileCertificateInfo_CL"
+TABLES = {"defender": DEFENDER_TABLE, "custom": CUSTOM_TABLE}
+DEFENDER_COLUMNS = frozenset(cols.DEFENDER)
+DEFENDER_CONNECTORS = [{"connectorId": "MicrosoftThreatProtection", "dataTypes": [DEFENDER_TABLE]}]
+BUNDLED = "rmmscan.rules"
+# A rule exported for the custom table gets an id derived from its own, so that both exports
+# can live in one workspace (Defender on some machines, rmmscan on others).
+EXPORT_NAMESPACE = uuid.UUID("5d0b1e0c-6f3a-4c59-9a4e-7a1f2f0c9d41")
+
+REQUIRED = ("id", "name", "query")
+# The keys of Sentinel hunting queries; any other key is most likely a typo.
+KNOWN = frozenset(REQUIRED) | {
+    "description", "requiredDataConnectors", "tactics", "relevantTechniques",
+    "entityMappings", "version", "kind", "tags", "metadata", "customDetails",
+}  # fmt: skip
+TACTICS = frozenset((
+    "Reconnaissance", "ResourceDevelopment", "InitialAccess", "Execution", "Persistence",
+    "PrivilegeEscalation", "DefenseEvasion", "CredentialAccess", "Discovery", "LateralMovement",
+    "Collection", "CommandAndControl", "Exfiltration", "Impact", "ImpairProcessControl",
+    "InhibitResponseFunction", "PreAttack",
+))  # fmt: skip
+TECHNIQUE = re.compile(r"T\d{4}(\.\d{3})?\Z")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a rule, test or allowlist file: where, what, and what to do."""
+
+    source: str
+    line: int  # 0: the file as a whole
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line:
+            where += f":{self.line}" + (f":{self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+class Problems(list):
+    def add(self, source: str, line: int, message: str) -> None:
+        self.append(Problem(source, line, message))
+
+    def add_kql(self, exc: kql.KqlError) -> None:
+        text, prefix = str(exc), f"{exc.source}:{exc.line}:{exc.column}: "
+        message = text[len(prefix) :] if text.startswith(prefix) else text
+        self.append(Problem(exc.source, exc.line, message, exc.column or None))
+
+
+class RuleLoadError(ValueError):
+    """Every problem found while loading, not only the first."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    description: str
+    path: str
+    query: kql.Query
+    tactics: tuple[str, ...]
+    techniques: tuple[str, ...]
+    columns: frozenset[str]
+    defender_compatible: bool  # reads only the columns of Defender's table
+    line: int = field(default=0, compare=False)  # where the id is
+    query_text: str = field(default="", repr=False, compare=False)
+    data: dict = field(default_factory=dict, repr=False, compare=False)  # the YAML as read
+    source: str = field(default="", repr=False, compare=False)  # the file's text
+    folder: Traversable | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def filename(self) -> str:
+        return self.path.replace("\\", "/").rsplit("/", 1)[-1]
+
+    def matches(self, get: Callable[[str], object]) -> bool:
+        return self.query.matches(get)
+
+
+@dataclass(frozen=True)
+class RulePack:
+    rules: tuple[Rule, ...]
+    columns: frozenset[str]  # every column some rule reads
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def by_id(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id.lower()), None)
+
+    def match(self, get: Callable[[str], object]) -> list[Rule]:
+        """The rules the row matches, in pack order; each query reads cheap columns first."""
+        return [rule for rule in self.rules if rule.query.matches(get)]
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+
+def read_yaml(text: str, source: str, problems: Problems):
+    """(data, node) of one YAML document, or (None, None) with the problem recorded."""
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            problems.add(source, 1, "the file is empty")
+            return None, None
+        _duplicate_keys(node, source, problems)
+        return loader.construct_document(node), node
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = ", ".join(str(s) for s in (exc.context, exc.problem) if s)
+        hint = "fix the indentation or quoting here (quote values holding ': ' or ' #')"
+        problems.add(source, mark.line + 1 if mark else 1, f"not valid YAML ({what}): {hint}")
+    except yaml.YAMLError as exc:
+        problems.add(source, 1, f"not valid YAML ({exc})")
+    finally:
+        loader.dispose()
+    return None, None
+
+
+def _duplicate_keys(node, source: str, problems: Problems) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    problems.add(source, line_of(key), f"key {key.value!r} appears twice (also "
+                                 f"on line {seen[key.value]}) and YAML keeps only the last: "
+                                 "remove one")  # fmt: skip
+                seen.setdefault(key.value, line_of(key))
+            _duplicate_keys(value, source, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _duplicate_keys(item, source, problems)
+
+
+def key_nodes(node) -> dict[str, tuple]:
+    """Key → (key node, value node) of a mapping node."""
+    return {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def line_of(node) -> int:
+    return node.start_mark.line + 1
+
+
+def text_line(node) -> int:
+    """The line on which a scalar's text starts: the line after a block scalar's `|`."""
+    return node.start_mark.line + (2 if getattr(node, "style", None) == "|" else 1)
+
+
+# --- Loading ----------------------------------------------------------------------------------
+
+
+def rule_files(paths: Sequence[str | Path] | None, problems: Problems) -> list:
+    """(display path, resource) of every rule file; the bundled pack when paths is empty."""
+    if not paths:
+        root = resources.files(BUNDLED)
+        return [(str(r), r) for r in sorted(root.iterdir(), key=lambda r: r.name) if _is_rule(r)]
+    found = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted((p for p in path.iterdir() if _is_rule(p)), key=lambda p: p.name)
+            if not files:
+                problems.add(str(path), 0, "no rule files (*.yaml) in this folder: give a rule "
+                             "file or a folder that holds them")  # fmt: skip
+            found += [(str(p), p) for p in files]
+        elif path.is_file():
+            found.append((str(path), path))
+        else:
+            problems.add(str(path), 0, "no such file or folder: give a rule file or a folder")
+    return found
+
+
+def _is_rule(resource: Traversable) -> bool:
+    return resource.is_file() and resource.name.endswith((".yaml", ".yml"))
+
+
+def load_pack(
+    paths: Sequence[str | Path] | None = None, *, columns: dict[str, str] = cols.QUERYABLE
+) -> RulePack:
+    """The bundled rules, or the rules in the given files and folders (which replace them).
+
+    Raises RuleLoadError naming every problem of every file.
+    """
+    problems = Problems()
+    rules: list[Rule] = []
+    first: dict[str, str] = {}
+    for display, resource in rule_files(paths, problems):
+        rule = load_rule(resource, display, problems, columns=columns)
+        if rule is None:
+            continue
+        if rule.id in first:
+            problems.add(display, rule.line, f"duplicate id {rule.id} (also in "
+                         f"{first[rule.id]}): give one of them a new uuid4")  # fmt: skip
+            continue
+        first[rule.id] = f"{display}:{rule.line}"
+        rules.append(rule)
+    if problems:
+        raise RuleLoadError(problems)
+    return RulePack(tuple(rules), frozenset().union(*(r.columns for r in rules)))
+
+
+def load_rule(resource, display: str, problems: Problems, *, columns=cols.QUERYABLE):
+    """One rule file, or None with all of its problems added."""
+    before = len(problems)
+    try:
+        text = resource.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(display, 1, f"not UTF-8 ({exc.reason} at byte {exc.start}): save as UTF-8")
+        return None
+    except OSError as exc:
+        problems.add(display, 0, f"cannot read: {exc.strerror or exc}")
+        return None
+    data, node = read_yaml(text, display, problems)
+    if node is None:
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        problems.add(display, line_of(node), "a rule file is a mapping (id: ..., name: ..., "
+                     "query: ...), not a list or a single value")  # fmt: skip
+        return None
+    keys = key_nodes(node)
+
+    def bad(key: str, message: str) -> None:
+        problems.add(display, line_of(keys[key][1] if key in keys else node), message)
+
+    for key, (knode, _) in keys.items():
+        if key not in KNOWN:
+            problems.add(display, line_of(knode), f"unknown key {key!r}: a hunting query has "
+                         f"{', '.join(sorted(KNOWN))}")  # fmt: skip
+    for key in REQUIRED:
+        if key not in keys:
+            bad(key, f"missing key {key!r}: every rule needs id, name and query")
+    rule_id = _rule_id(data.get("id"), bad)
+    name = data.get("name")
+    if "name" in keys and (not isinstance(name, str) or not name.strip()):
+        bad("name", "name must be a non-empty string")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        bad("description", "description must be text (write 'description: |' and the text)")
+    tactics = _names(data, "tactics", bad, TACTICS.__contains__, "a Sentinel tactic")
+    techniques = _names(data, "relevantTechniques", bad, TECHNIQUE.match, "an ATT&CK id (T1219)")
+    _connectors(data.get("requiredDataConnectors"), bad)
+    query, query_text = None, data.get("query")
+    if "query" in keys:
+        qnode = keys["query"][1]
+        if not isinstance(query_text, str) or not query_text.strip():
+            bad("query", "query must be KQL text: write 'query: |' and the query below it")
+        elif getattr(qnode, "style", None) == ">":
+            bad("query", "query is a folded block (>): folding joins lines, so a // comment "
+                "would swallow the rest of the query; write 'query: |'")  # fmt: skip
+        else:
+            try:
+                query = kql.parse_query(
+                    query_text, source=display, first_line=text_line(qnode), columns=columns
+                )
+            except kql.KqlError as exc:
+                problems.add_kql(exc)
+    if len(problems) > before or query is None:
+        return None
+    used = frozenset(query.columns)
+    return Rule(
+        id=rule_id,
+        name=name,
+        description=description,
+        path=display,
+        query=query,
+        tactics=tactics,
+        techniques=techniques,
+        columns=used,
+        defender_compatible=used <= DEFENDER_COLUMNS,
+        line=line_of(keys["id"][1]),
+        query_text=query_text,
+        data=data,
+        source=text,
+        folder=resource.parent if isinstance(resource, Path) else resources.files(BUNDLED),
+    )
+
+
+def _rule_id(value, bad) -> str | None:
+    try:
+        parsed = uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is not None and str(parsed) == value.strip().lower():
+        return str(parsed)
+    if value is not None:
+        bad("id", f"id {value!r} is not a UUID (like 1525a733-192f-41f2-96ba-d3f631ca00d0): "
+            "give the rule a new one: python3 -c 'import uuid; print(uuid.uuid4())'")  # fmt: skip
+    return None
+
+
+def _names(data: dict, key: str, bad, valid, expected: str) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        bad(key, f"{key} must be a name or a list of names")
+        return ()
+    for wrong in (v for v in items if not valid(v)):
+        bad(key, f"{key}: {wrong!r} is not {expected}; see Sentinel's hunting-query schema")
+    return tuple(items)
+
+
+def _connectors(value, bad) -> None:
+    if not value:
+        return
+    ok = isinstance(value, list) and all(
+        isinstance(c, dict)
+        and isinstance(c.get("connectorId"), str)
+        and isinstance(c.get("dataTypes", []), list)
+        and all(isinstance(t, str) for t in c.get("dataTypes", []))
+        for c in value
+    )
+    if not ok:
+        bad("requiredDataConnectors", "requiredDataConnectors is a list of {connectorId: NAME, "
+            "dataTypes: [TABLE]}: indent 'dataTypes:' under 'connectorId:'")  # fmt: skip
+
+
+# --- Test rows --------------------------------------------------------------------------------
+
+KINDS = ("positive", "negative")
+_TYPES = {"string": str, "bool": bool, "long": int, "int": int, "datetime": (str, dt.datetime)}
+
+
+@dataclass(frozen=True)
+class TestRow:
+    """A row a rule must match (positive) or must not (negative); unset columns are "" for
+    strings and null for the rest."""
+
+    __test__ = False  # not a pytest class
+    kind: str
+    values: dict
+    source: str
+    line: int
+
+    def get(self, column: str) -> object:
+        if column in self.values:
+            return self.values[column]
+        return "" if cols.QUERYABLE[column] == "string" else None
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False
+    rule: Rule
+    row: TestRow
+    matched: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.matched == (self.row.kind == "positive")
+
+    def __str__(self) -> str:
+        verdict = "did not match" if self.row.kind == "positive" else "matched"
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.row.values.items())
+        return (f"{self.row.source}:{self.row.line}: {self.row.kind} row {verdict} rule "
+                f"{self.rule.filename}: {shown}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TestReport:
+    __test__ = False
+    results: tuple[TestResult, ...]
+    problems: tuple[Problem, ...]  # test files that are missing or wrong
+
+    @property
+    def failures(self) -> tuple[TestResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.failures
+
+
+def tests_path(rule: Rule) -> tuple[str, Traversable | None]:
+    """(display path, resource) of the rule's test rows: tests/<rule file name> beside it."""
+    base = rule.path[: len(rule.path) - len(rule.filename)]
+    folder = rule.folder
+    return f"{base}tests/{rule.filename}", None if folder is None else folder / "tests" / (
+        rule.filename
+    )
+
+
+def load_tests(rule: Rule, problems: Problems) -> list[TestRow]:
+    """The rule's test rows (none, with the problems added, if the file is missing or wrong)."""
+    display, resource = tests_path(rule)
+    if resource is None or not resource.is_file():
+        problems.add(display, 0, f"no test rows for {rule.filename}: write rows it must match "
+                     "(positive:) and rows it must not (negative:) in this file")  # fmt: skip
+        return []
+    before = len(problems)
+    try:
+        text = resource.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(display, 0, f"cannot read as UTF-8: {exc}")
+        return []
+    data, node = read_yaml(text, display, problems)
+    if node is None:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        problems.add(display, line_of(node), "a test file is a mapping: 'positive:' and "
+                     "'negative:', each a list of rows")  # fmt: skip
+        return []
+    rows = []
+    keys = key_nodes(node)
+    for key, (knode, vnode) in keys.items():
+        if key not in KINDS:
+            problems.add(display, line_of(knode), f"unknown key {key!r}: a test file has "
+                         "'positive:' and 'negative:'")  # fmt: skip
+        elif not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
+            problems.add(display, line_of(vnode), f"{key}: give a list of rows, at least one "
+                         "(- Signer: ...)")  # fmt: skip
+        else:
+            for item, values in zip(vnode.value, data[key], strict=True):
+                rows.append(TestRow(key, values, display, line_of(item)))
+                _check_row(item, values, display, problems)
+    for kind in KINDS:
+        if kind not in keys:
+            problems.add(display, 1, f"no {kind} rows: every rule needs rows it must match "
+                         "and rows it must not")  # fmt: skip
+    return rows if len(problems) == before else []
+
+
+def _check_row(node, values, source: str, problems: Problems) -> None:
+    if not isinstance(values, dict):
+        problems.add(source, line_of(node), "a row is a mapping of column: value")
+        return
+    for knode, vnode in node.value:
+        column, value = knode.value, values.get(knode.value)
+        if column not in cols.QUERYABLE:
+            problems.add(source, line_of(knode), f"unknown column {column!r}: see "
+                         "rmmscan/columns.py for the columns a rule can read")  # fmt: skip
+            continue
+        kind = cols.QUERYABLE[column]
+        if value is not None and (
+            not isinstance(value, _TYPES[kind]) or (kind != "bool" and isinstance(value, bool))
+        ):
+            problems.add(source, line_of(vnode), f"{column} is a {kind} column, not "
+                         f"{type(value).__name__}: quote text that YAML reads otherwise "
+                         "('0123', 'true', 'null')")  # fmt: skip
+
+
+def run_tests(pack: RulePack) -> TestReport:
+    """Every rule's test rows against that rule."""
+    problems = Problems()
+    results = [
+        TestResult(rule, row, rule.matches(row.get))
+        for rule in pack
+        for row in load_tests(rule, problems)
+    ]
+    return TestReport(tuple(results), tuple(problems))
+
+
+# --- Export -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exported:
+    rule: Rule
+    filename: str
+    text: str | None  # None: the rule cannot run on that table, and reason says why
+    reason: str = ""
+
+
+def export(pack: RulePack, table: str) -> list[Exported]:
+    """Each rule as a Sentinel hunting-query YAML text for `table` ("defender" or "custom").
+
+    Defender's DeviceFileCertificateInfo has only Defender's 18 columns: a rule that reads
+    others is skipped there, with the reason. For rmmscan's own RmmScanFileCertificateInfo_CL,
+    the query's table is renamed and the id and name are derived from the rule's own.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}, not {table!r}")
+    out = []
+    for rule in pack:
+        if table == "defender" and not rule.defender_compatible:
+            extra = ", ".join(sorted(rule.columns - DEFENDER_COLUMNS))
+            why = (f"reads {extra}, which Defender's {DEFENDER_TABLE} does not have: export it "
+                   "with --table custom and run it on rmmscan's table")  # fmt: skip
+            out.append(Exported(rule, rule.filename, None, why))
+        else:
+            out.append(Exported(rule, rule.filename, export_rule(rule, table)))
+    return out
+
+
+def export_rule(rule: Rule, table: str) -> str:
+    """One rule for one table. A rule that already is a Defender hunting query goes to
+    Defender as written, byte for byte; otherwise it is written in Sentinel's layout."""
+    query = _retable(rule.query_text, TABLES[table], rule)
+    data = dict(rule.data)
+    header = ""
+    if table == "defender":
+        if query == rule.query_text and data.get("requiredDataConnectors") == DEFENDER_CONNECTORS:
+            return rule.source
+        data["requiredDataConnectors"] = DEFENDER_CONNECTORS
+    else:
+        data["id"] = str(uuid.uuid5(EXPORT_NAMESPACE, f"{CUSTOM_TABLE}:{rule.id}"))
+        data["name"] = f"{rule.name} (rmmscan table)"
+        data["requiredDataConnectors"] = []  # filled by the Logs Ingestion API, no connector
+        header = (
+            f"# Exported by rmmscan from {rule.filename} (rule {rule.id}) for its table\n"
+            f"# {CUSTOM_TABLE}, which rmmscan fills through the Logs Ingestion API.\n"
+        )
+    data["query"] = query
+    text = header + dump_hunting_query(data)
+    if yaml.load(text, Loader=Loader) != data:
+        raise AssertionError(f"the export of {rule.path} does not read back as written")
+    return text
+
+
+_TABLE = re.compile(r"\s*(" + "|".join(map(re.escape, TABLES.values())) + r")\b")
+
+
+def _retable(query: str, target: str, rule: Rule) -> str:
+    """The query with its tabular expression's table (the first statement not a let) renamed."""
+    lines = query.split("\n")
+    for i, line in enumerate(lines):
+        code = line.split("//", 1)[0].strip()
+        if not code or code.startswith("let "):
+            continue
+        m = _TABLE.match(line)
+        if m is None:
+            break
+        lines[i] = line[: m.start(1)] + target + line[m.end(1) :]
+        return "\n".join(lines)
+    raise ValueError(f"{rule.path}: the query does not start with {DEFENDER_TABLE}")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as in Sentinel's own files."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+_ORDER = (
+    "id", "name", "description", "requiredDataConnectors", "tactics", "relevantTechniques",
+    "query",
+)  # fmt: skip
+
+
+def dump_hunting_query(data: dict) -> str:
+    """Sentinel's layout: its key order, text in literal blocks, other values as YAML."""
+    out = []
+    for key in (*_ORDER, *sorted(k for k in data if k not in _ORDER)):
+        if key in data and isinstance(data[key], str) and "\n" in data[key]:
+            out.append(_literal(key, data[key]))
+        elif key in data:
+            out.append(yaml.dump({key: data[key]}, Dumper=_Dumper, allow_unicode=True,
+                                 sort_keys=False, width=4096))  # fmt: skip
+    return "".join(out)
+
+
+def _literal(key: str, text: str) -> str:
+    body = text.rstrip("\n")
+    trailing = len(text) - len(body)
+    chomp = "-" if trailing == 0 else "" if trailing == 1 else "+"
+    indicator = "2" if body[:1] in (" ", "\n") else ""
+    lines = "\n".join(f"  {line}" if line else "" for line in body.split("\n"))
+    return f"{key}: |{indicator}{chomp}\n{lines}\n" + "\n" * max(0, trailing - 1)
