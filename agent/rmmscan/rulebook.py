@@ -134,13 +134,14 @@ class RulePack:
 # --- YAML with line numbers -------------------------------------------------------------------
 
 
-def read_yaml(text: str, source: str, problems: Problems):
+def read_yaml(text: str, source: str, problems: Problems, *, empty_ok: bool = False):
     """(data, node) of one YAML document, or (None, None) with the problem recorded."""
     loader = Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            problems.add(source, 1, "the file is empty")
+            if not empty_ok:
+                problems.add(source, 1, "the file is empty")
             return None, None
         _duplicate_keys(node, source, problems)
         return loader.construct_document(node), node
