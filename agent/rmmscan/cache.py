@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 
@@ -19,20 +20,31 @@ SCHEMA = """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
-    dir BLOB NOT NULL, name BLOB NOT NULL,
-    dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER,
-    record TEXT,  -- NULL: not a PE
+    dir NOT NULL, name NOT NULL,  -- TEXT when valid UTF-8, else the raw bytes as a BLOB
+    key BLOB NOT NULL,            -- dev, ino, size, mtime_ns, ctime_ns packed; compared exactly
+    record TEXT,                  -- NULL: not a PE
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
 """
 # Bump when the meaning of a record changes: an old cache is then emptied, not misread.
-FORMAT = "1"
-
-Key = tuple[int, int, int, int, int]
+FORMAT = "3"
 
 
-def key_of(st: os.stat_result) -> Key:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+_KEY = struct.Struct("<QQqqq").pack
+
+
+def key_of(st: os.stat_result) -> bytes:
+    return _KEY(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _db_name(name: str) -> str | bytes:
+    """Paths are str with surrogates for undecodable bytes (PEP 383); SQLite TEXT must be
+    valid UTF-8, so those are stored as their exact bytes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name)
 
 
 class ScanCache:
@@ -43,11 +55,13 @@ class ScanCache:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         db = self._connect()
-        db.executescript(SCHEMA)
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if row is None or row[0] != FORMAT:
-            db.execute("DELETE FROM files")
+            db.execute("DROP TABLE IF EXISTS files")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+        db.executescript(SCHEMA)
+        db.execute("SELECT dir, name, key, record FROM files LIMIT 0")  # the shape we expect
         self._pending: list[tuple] = []
         self._gone: list[tuple[bytes, bytes]] = []
 
@@ -63,30 +77,34 @@ class ScanCache:
                 self._all.append(db)
         return db
 
-    def lookup_dir(self, directory: bytes) -> dict[bytes, tuple[Key, str | None]]:
-        """Every record of one directory (any thread)."""
-        rows = self._connect().execute(
-            "SELECT name, dev, ino, size, mtime, ctime, record FROM files WHERE dir = ?",
-            (directory,),
+    def lookup_dir(self, directory: str) -> dict[str, tuple[bytes, str | None]]:
+        """Every record of one directory (any thread): name -> (key, record)."""
+        rows = (
+            self._connect()
+            .execute("SELECT name, key, record FROM files WHERE dir = ?", (_db_name(directory),))
+            .fetchall()
         )
-        return {name: ((dev, ino, size, mt, ct), rec) for name, dev, ino, size, mt, ct, rec in rows}
+        out = {name: (key, rec) for name, key, rec in rows}
+        if any(type(name) is bytes for name in out):
+            out = {os.fsdecode(name): value for name, value in out.items()}
+        return out
 
     # -- writing: one thread only --------------------------------------------------------
-    def put(self, directory: bytes, name: bytes, key: Key, record: dict | None) -> None:
+    def put(self, directory: str, name: str, key: bytes, record: dict | None) -> None:
         text = None if record is None else json.dumps(record, separators=(",", ":"))
-        self._pending.append((directory, name, *key, text))
+        self._pending.append((_db_name(directory), _db_name(name), key, text))
         if len(self._pending) >= 2000:
             self.flush()
 
-    def forget(self, directory: bytes, names) -> None:
-        self._gone.extend((directory, n) for n in names)
+    def forget(self, directory: str, names) -> None:
+        self._gone.extend((_db_name(directory), _db_name(n)) for n in names)
 
     def flush(self) -> None:
         if not self._pending and not self._gone:
             return
         db = self._connect()
         db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", self._pending)
+        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?)", self._pending)
         db.executemany("DELETE FROM files WHERE dir = ? AND name = ?", self._gone)
         db.execute("COMMIT")
         self._pending.clear()
@@ -102,3 +120,18 @@ class ScanCache:
 
 def parse_record(text: str | None) -> dict:
     return {"pe": False} if text is None else json.loads(text)
+
+
+def open_cache(directory: Path, warn) -> ScanCache:
+    """A cache file that is not a database, or of an unknown shape, is set aside, not fatal."""
+    try:
+        return ScanCache(directory)
+    except sqlite3.DatabaseError as exc:
+        path = directory / "cache.sqlite"
+        aside = path.with_suffix(".sqlite.broken")
+        warn(f"{path}: unusable scan cache ({exc}); moved to {aside.name}, starting afresh")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                src.replace(Path(str(aside) + suffix))
+        return ScanCache(directory)

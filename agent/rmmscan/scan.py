@@ -120,8 +120,8 @@ def _run(args) -> int:
             inspector.trust  # noqa: B018 - a bad PEM or JSON fails now, before the sweep
         except (ValueError, OSError) as exc:
             raise UsageError(str(exc)) from None
-    roots = [os.fsencode(os.path.abspath(p)) for p in args.paths]
-    excludes = tuple(os.fsencode(p) for p in args.exclude)
+    roots = [os.path.abspath(p) for p in args.paths]
+    excludes = tuple(args.exclude)
 
     from .device import local_device
     from .state import State
@@ -131,9 +131,9 @@ def _run(args) -> int:
         device = local_device(state)
         cache = None
         if not args.no_cache:
-            from .cache import ScanCache
+            from .cache import open_cache
 
-            cache = ScanCache(state.directory)
+            cache = open_cache(state.directory, lambda m: print(f"rmmscan: {m}", file=sys.stderr))
         out = sys.stdout
         if args.output:
             out = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115

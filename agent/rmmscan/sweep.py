@@ -21,7 +21,7 @@ from . import rows
 from .cache import ScanCache, key_of, parse_record
 from .facts import FileChanged, FileFacts, same_file
 from .pipeline import Pipeline
-from .sources.walk import FileEntry, Tally, Walk, WalkOptions, join
+from .sources.walk import Tally, Walk, WalkOptions, join
 
 _FILE_FLAGS = (
     os.O_RDONLY
@@ -34,8 +34,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 @dataclass(slots=True)
 class DirResult:
-    root: bytes
-    path: bytes
+    root: str
+    path: str
     files: int = 0
     pe: int = 0
     signed: int = 0
@@ -44,17 +44,17 @@ class DirResult:
     detections: int = 0
     suppressed: list[tuple[str, str]] = field(default_factory=list)
     store: list[tuple] = field(default_factory=list)  # (name, key, record | None)
-    gone: list[bytes] = field(default_factory=list)
-    problems: list[tuple[bytes, str, str]] = field(default_factory=list)  # (path, kind, message)
+    gone: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, kind, message)
 
 
 class _NotRegular(OSError):
     pass
 
 
-def _open(dir_fd: int, entry: FileEntry) -> tuple[int, os.stat_result]:
+def _open(dir_fd: int, name: str, follow: bool) -> tuple[int, os.stat_result]:
     """Open without following a link (unless asked) or blocking on a FIFO; regular files only."""
-    fd = os.open(entry.name, _FILE_FLAGS | (0 if entry.follow else _NOFOLLOW), dir_fd=dir_fd)
+    fd = os.open(name, _FILE_FLAGS | (0 if follow else _NOFOLLOW), dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -81,60 +81,65 @@ class Sweep:
         self.now = dt.datetime.now(dt.UTC)
 
     # -- worker side ---------------------------------------------------------------------
-    def visit(self, root: bytes, path: bytes, dir_fd: int, files: list[FileEntry]) -> None:
+    def visit(
+        self, root: str, path: str, dir_fd: int, files: list[str], followed: frozenset[str]
+    ) -> None:
         result = DirResult(root, path)
-        cached = self.cache.lookup_dir(path) if self.cache is not None else {}
-        for entry in files:
-            result.files += 1
+        result.files = len(files)
+        cached = self.cache.lookup_dir(path) if self.cache is not None else None
+        for name in files:
+            follow = name in followed
             try:
-                self._file(result, path, dir_fd, entry, cached)
+                record = None
+                listed = None
+                if cached:
+                    listed = os.stat(name, dir_fd=dir_fd, follow_symlinks=follow)
+                    hit = cached.get(name)
+                    if hit is not None and hit[0] == key_of(listed):
+                        result.cached += 1
+                        if hit[1] is None:
+                            continue  # not a PE, unchanged: the fast path of a rescan
+                        record = parse_record(hit[1])
+                self._file(result, path, dir_fd, name, follow, record, listed)
             except FileNotFoundError:
-                result.problems.append((join(path, entry.name), "vanished", "vanished"))
+                result.problems.append((join(path, name), "vanished", "vanished"))
             except (_NotRegular, FileChanged) as exc:
-                result.problems.append((join(path, entry.name), "changed", str(exc)))
+                result.problems.append((join(path, name), "changed", str(exc)))
             except OSError as exc:
                 message = exc.strerror or str(exc)
-                result.problems.append((join(path, entry.name), "unreadable", message))
+                result.problems.append((join(path, name), "unreadable", message))
             except Exception as exc:  # a bug on one file must not end a machine's sweep
                 message = f"internal error: {type(exc).__name__}: {exc}"
-                result.problems.append((join(path, entry.name), "failed", message))
+                result.problems.append((join(path, name), "failed", message))
         if cached:
-            listed = {e.name for e in files}
-            result.gone = [name for name in cached if name not in listed]
+            listed_names = set(files)
+            result.gone = [name for name in cached if name not in listed_names]
         self.results.put(result)
 
-    def _file(self, result: DirResult, path: bytes, dir_fd: int, entry: FileEntry, cached) -> None:
-        record = None
-        listed = None
-        if self.cache is not None:
-            listed = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=entry.follow)
-            hit = cached.get(entry.name)
-            if hit is not None and hit[0] == key_of(listed):
-                record = parse_record(hit[1])
-                result.cached += 1
-                if not record["pe"]:
-                    return
+    def _file(self, result, path, dir_fd: int, name: str, follow: bool, record, listed) -> None:
         stream = None
         if record is None:
-            fd, listed = _open(dir_fd, entry)
+            fd, listed = _open(dir_fd, name, follow)
             try:
-                if os.pread(fd, 2, 0) != b"MZ":
-                    result.store.append((entry.name, key_of(listed), None))
-                    return
-                stream = os.fdopen(fd, "rb")
-            except BaseException:
-                os.close(fd)
-                raise
+                is_mz = os.pread(fd, 2, 0) == b"MZ"
+                if is_mz:
+                    stream = os.fdopen(fd, "rb")
+            finally:
+                if stream is None:
+                    os.close(fd)
+            if not is_mz:
+                result.store.append((name, key_of(listed), None))
+                return
 
         def reopen():
-            fd, st = _open(dir_fd, entry)
+            fd, st = _open(dir_fd, name, follow)
             if not same_file(listed, st):
                 os.close(fd)
                 raise FileChanged("changed since it was listed")
             return os.fdopen(fd, "rb")
 
-        full = join(path, entry.name)
-        ref = rows.FileRef(os.fsdecode(full), self.source)
+        full = join(path, name)
+        ref = rows.FileRef(full, self.source)
         facts = FileFacts(
             rows.file_columns(ref, self.device, listed.st_size),
             (lambda: stream) if stream is not None else reopen,
@@ -158,7 +163,7 @@ class Sweep:
         result.detections += judgement.detections
         result.suppressed.extend(judgement.suppressed)
         if facts.computed:
-            result.store.append((entry.name, key_of(listed), facts.record if facts.is_pe else None))
+            result.store.append((name, key_of(listed), facts.record if facts.is_pe else None))
 
     # -- the calling thread ------------------------------------------------------------------
     def run(self, walk_factory: Callable[[Callable], Walk], consume: Callable[[DirResult], None]):

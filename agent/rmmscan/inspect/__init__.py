@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from . import authenticode, certtable, pe
+from . import certtable, pe
 from .hashes import FileHashes, hash_stream
 from .model import Anomaly, CertInfo, Inspection, SignatureInfo, Status, Verdict
-from .versioninfo import version_info
 
 # The Authenticode digest excludes the table by its header; where the header lies about it,
 # the digest is undefined and Windows refuses the file: no verdict but Malformed.
@@ -36,6 +35,14 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str):
+    if name == "version_info":  # pefile costs 0.1 s to import: only when version info is read
+        from .versioninfo import version_info
+
+        return version_info
+    raise AttributeError(name)
+
+
 def stream_size(stream: BinaryIO) -> int:
     return stream.seek(0, os.SEEK_END)
 
@@ -53,6 +60,10 @@ def inspect_stream(stream: BinaryIO, size: int | None = None) -> Inspection:
     entries, result.anomalies = certtable.read_table(
         stream, size, offset, length, header.headers_size
     )
+    if not entries:
+        return result
+    from . import authenticode  # signify and asn1crypto: 0.2 s to import, only when needed
+
     sigs, more = authenticode.signatures(entries)
     result.signatures = sigs
     result.anomalies.extend(a for a in more if a not in result.anomalies)

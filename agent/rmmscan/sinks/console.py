@@ -39,10 +39,10 @@ class Console:
         self.problems: dict[str, int] = {}
         self.suppressed: dict[str, int] = {}
         self.groups: dict[tuple[str, str], _Group] = {}
-        self.root = b""
+        self.root = ""
 
     # -- as the sweep goes ------------------------------------------------------------------
-    def problem(self, path: bytes, kind: str, message: str) -> None:
+    def problem(self, path: str, kind: str, message: str) -> None:
         self.problems[kind] = self.problems.get(kind, 0) + 1
         if kind in ("vanished", "changed"):
             return  # a live system changes under a sweep; counted, not shouted

@@ -8,6 +8,8 @@ An open directory stays open only while its children wait to be listed (refcount
 the work stack is last-in-first-out, so the number of open descriptors stays near
 depth x workers however wide the tree.
 
+Paths and names are str as os.scandir gives them (undecodable bytes as surrogates, PEP 383):
+os.fsencode gives back the exact bytes, and no per-file conversion is paid.
 Nothing here is fatal: unreadable or vanished directories, special files, symlinks not
 followed, loops and excluded paths are reported to the ``Tally`` and the walk goes on.
 """
@@ -29,36 +31,32 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 @dataclass(frozen=True, slots=True)
 class WalkOptions:
-    excludes: tuple[bytes, ...] = ()
+    excludes: tuple[str, ...] = ()
     one_file_system: bool = False
     follow_symlinks: bool = False
     skip_pseudo: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    name: bytes
-    follow: bool  # reached through a symlink that is followed
-
-
-# visit(root, directory path, directory fd, files) runs in a worker thread; fd is open during it.
-Visitor = Callable[[bytes, bytes, int, list[FileEntry]], None]
+# visit(root, directory path, directory fd, file names, the names reached through a followed
+# symlink) runs in a worker thread; the fd is open during the call.
+Visitor = Callable[[str, str, int, list[str], frozenset[str]], None]
+NO_LINKS: frozenset[str] = frozenset()
 
 
 class Tally:
     """What the walk saw besides files; thread-safe. `problem` is for unreadable things."""
 
-    def __init__(self, on_problem: Callable[[bytes, str, str], None] | None = None):
+    def __init__(self, on_problem: Callable[[str, str, str], None] | None = None):
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.on_problem = on_problem
-        self.current_root = b""
+        self.current_root = ""
 
     def count(self, what: str, n: int = 1) -> None:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + n
 
-    def problem(self, path: bytes, what: str, message: str) -> None:
+    def problem(self, path: str, what: str, message: str) -> None:
         """Handed to on_problem (which counts it) when there is one, else counted here."""
         if self.on_problem is not None:
             self.on_problem(path, what, message)
@@ -66,17 +64,17 @@ class Tally:
             self.count(what)
 
 
-def excluded(patterns: Sequence[bytes], path: bytes, name: bytes) -> bool:
+def excluded(patterns: Sequence[str], path: str, name: str) -> bool:
     """A pattern with a slash matches the whole path, one without matches the name."""
     for pattern in patterns:
-        subject = path if b"/" in pattern or (os.sep == "\\" and b"\\" in pattern) else name
+        subject = path if "/" in pattern or (os.sep == "\\" and "\\" in pattern) else name
         if fnmatch.fnmatchcase(subject, pattern):
             return True
     return False
 
 
-def join(directory: bytes, name: bytes) -> bytes:
-    return directory + name if directory.endswith(b"/") else directory + b"/" + name
+def join(directory: str, name: str) -> str:
+    return directory + name if directory.endswith("/") else directory + "/" + name
 
 
 def _message(exc: OSError) -> str:
@@ -101,10 +99,10 @@ class _Handle:
 
 @dataclass(slots=True)
 class _Dir:
-    root: bytes
-    path: bytes
+    root: str
+    path: str
     parent: _Handle | None  # None for a root: opened by path
-    name: bytes
+    name: str
     root_dev: int
     follow: bool  # reached through a followed symlink
 
@@ -114,7 +112,7 @@ class Walk:
 
     def __init__(
         self,
-        roots: Sequence[bytes],
+        roots: Sequence[str],
         visit: Visitor,
         tally: Tally,
         options: WalkOptions = WalkOptions(),
@@ -145,7 +143,7 @@ class Walk:
         if self._failure is not None:
             raise self._failure
 
-    def _start_root(self, root: bytes) -> None:
+    def _start_root(self, root: str) -> None:
         """A root may be a directory or a file; a symlink given as a root is followed."""
         try:
             st = os.stat(root)
@@ -158,15 +156,15 @@ class Walk:
         if not stat.S_ISREG(st.st_mode):
             self.tally.problem(root, "unreadable roots", "not a directory or a regular file")
             return
-        parent, name = os.path.split(root.rstrip(b"/") or root)
+        parent, name = os.path.split(root.rstrip("/") or root)
         try:
-            fd = os.open(parent or b".", _DIR_FLAGS)
+            fd = os.open(parent or ".", _DIR_FLAGS)
         except OSError as exc:
             self.tally.problem(root, "unreadable roots", _message(exc))
             return
         try:
             self.tally.current_root = root
-            self.visit(root, parent or b".", fd, [FileEntry(name, True)])
+            self.visit(root, parent or ".", fd, [name], frozenset((name,)))
         finally:
             os.close(fd)
 
@@ -229,7 +227,7 @@ class Walk:
             if not self._enter(item, st):
                 return
             self.tally.current_root = item.root
-            files, dirs = self._scan(item, fd, st.st_dev)
+            files, followed, dirs = self._scan(item, fd)
             if dirs:
                 with handle.lock:
                     handle.refs += len(dirs)
@@ -239,7 +237,7 @@ class Walk:
                     )
             self.tally.count("directories")
             if files:
-                self.visit(item.root, item.path, fd, files)
+                self.visit(item.root, item.path, fd, files, followed)
         finally:
             handle.release()
 
@@ -259,35 +257,37 @@ class Walk:
                 self._visited.add(key)
         return True
 
-    def _scan(self, item: _Dir, fd: int, dev: int):
-        files: list[FileEntry] = []
-        dirs: list[tuple[bytes, bool]] = []
+    def _scan(self, item: _Dir, fd: int):
+        """(file names, those reached through a followed symlink, subdirectories)."""
+        files: list[str] = []
+        followed: set[str] = set()
+        dirs: list[tuple[str, bool]] = []
         excludes = self.options.excludes
         try:
             with os.scandir(fd) as it:
                 entries = list(it)
         except OSError as exc:
             self.tally.problem(item.path, "unreadable", _message(exc))
-            return files, dirs
+            return files, NO_LINKS, dirs
         for entry in entries:
-            name = os.fsencode(entry.name)
+            name = entry.name
             if excludes and excluded(excludes, join(item.path, name), name):
                 self.tally.count("excluded")
                 continue
             try:
-                if entry.is_symlink():
-                    self._symlink(item, fd, name, files, dirs)
+                if entry.is_file(follow_symlinks=False):
+                    files.append(name)
                 elif entry.is_dir(follow_symlinks=False):
                     dirs.append((name, False))
-                elif entry.is_file(follow_symlinks=False):
-                    files.append(FileEntry(name, False))
+                elif entry.is_symlink():
+                    self._symlink(fd, name, files, followed, dirs)
                 else:
                     self.tally.count("special")
             except OSError:
                 self.tally.count("vanished")
-        return files, dirs
+        return files, frozenset(followed) if followed else NO_LINKS, dirs
 
-    def _symlink(self, item: _Dir, fd: int, name: bytes, files, dirs) -> None:
+    def _symlink(self, fd: int, name: str, files, followed, dirs) -> None:
         if not self.options.follow_symlinks:
             self.tally.count("symlinks not followed")
             return
@@ -299,6 +299,7 @@ class Walk:
         if stat.S_ISDIR(st.st_mode):
             dirs.append((name, True))
         elif stat.S_ISREG(st.st_mode):
-            files.append(FileEntry(name, True))
+            files.append(name)
+            followed.add(name)
         else:
             self.tally.count("special")
