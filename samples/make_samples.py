@@ -46,6 +46,7 @@ MANIFEST = HERE / "manifest.json"
 OSSLSIGNCODE = "osslsigncode"
 CC64 = "x86_64-w64-mingw32-gcc"
 CC32 = "i686-w64-mingw32-gcc"
+WINDRES64 = "x86_64-w64-mingw32-windres"
 CFLAGS = [
     "-Os",
     "-s",
@@ -622,6 +623,57 @@ def run(args: list[str]) -> str:
     return proc.stdout
 
 
+def compile_lookalike(work: Path) -> Path:
+    """hello.c with DWService-like version information (src/dwagent.rc)."""
+    res, exe = work / "dwagent.res.o", work / "dwagent64.exe"
+    run([WINDRES64, "-O", "coff", "-o", str(res), str(SRC_DIR / "dwagent.rc")])
+    sources = [str(SRC_DIR / "hello.c"), str(res)]
+    run([CC64, *CFLAGS, "-Wl,-e,start", "-o", str(exe), *sources, "-lkernel32"])
+    return exe
+
+
+LOOKALIKE_VERSION = {
+    "CompanyName": "DWSNET srl",
+    "FileDescription": "DWAgent",
+    "InternalName": "dwagent",
+    "OriginalFilename": "dwagent.exe",
+    "ProductName": "DWAgent",
+    "ProductVersion": "1.0.0.0",
+}
+
+
+def lookalike_samples(pki: dict[str, Identity], signer: Signer, src: Path) -> list[Sample]:
+    """The starting hypothesis: DWService's name and version information, with and without
+    DWSNET's signature."""
+    version = LOOKALIKE_VERSION
+    return [
+        Sample(
+            "dwagent-lookalike-unsigned.exe",
+            "DWService-like version information (CompanyName DWSNET srl, ProductName DWAgent, "
+            "OriginalFilename dwagent.exe), unsigned",
+            src.read_bytes(),
+            version=version,
+        ),
+        Sample(
+            "dwagent-lookalike-selfsigned.exe",
+            "the same version information, signed by the self-signed fake CN=DWSNET OÜ",
+            signer.sign_all(
+                src, fake := Sig(pki["selfsigned-dwsnet-ou"], "sha256", TS_TIME, "UntrustedRoot")
+            ),
+            [fake],
+            version=version,
+        ),
+        Sample(
+            "dwagent-lookalike-srl.exe",
+            "the same version information, signed by DWSNET srl under the test root "
+            "(the genuine article, as far as the test PKI goes)",
+            signer.sign_all(src, good := Sig(pki["dwsnet-srl"], "sha256", TS_TIME)),
+            [good],
+            version=version,
+        ),
+    ]
+
+
 def compile_pe(work: Path) -> tuple[Path, Path]:
     """Build the unsigned programs: a 64-bit console exe and a 32-bit DLL (both CRT-less)."""
     exe, dll = work / "hello64.exe", work / "plugin32.dll"
@@ -900,6 +952,7 @@ class Sample:
     signatures: list[Sig] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     is_pe: bool = True
+    version: dict[str, str] = field(default_factory=dict)  # StringFileInfo, from the .rc
 
     def manifest(self) -> dict:
         return {
@@ -907,6 +960,7 @@ class Sample:
             "is_pe": self.is_pe,
             "anomalies": self.anomalies,
             "signatures": [s.expected(i) for i, s in enumerate(self.signatures)],
+            "version": self.version,
         }
 
 
@@ -1153,7 +1207,8 @@ def build_samples(pki: dict[str, Identity], work: Path) -> list[Sample]:
             is_pe=False,
         ),
     ]
-    return signed + damaged_samples(good, srl_pkcs7, srl_sig) + plain
+    lookalikes = lookalike_samples(pki, signer, compile_lookalike(work))
+    return signed + damaged_samples(good, srl_pkcs7, srl_sig) + plain + lookalikes
 
 
 def not_a_pe() -> bytes:
@@ -1190,7 +1245,7 @@ def main() -> int:
         "--out", type=Path, help="write pe/, pki/ and manifest.json here instead of samples/"
     )
     args = parser.parse_args()
-    for tool in (OSSLSIGNCODE, CC64, CC32):
+    for tool in (OSSLSIGNCODE, CC64, CC32, WINDRES64):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found (needs mingw-w64 and osslsigncode >= 2.9)")
 

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from rmmscan.columns import NAMES
+from rmmscan.rows import VERSION_FIELDS
 
 from conftest import PE_DIR, TEST_ROOT
 
@@ -61,9 +62,11 @@ def test_sample_matches_manifest(name, expected, sample_rows):
         assert rows == []
         return
     assert rows, f"{name}: no row"
+    version = {column: expected["version"].get(field) for column, field in VERSION_FIELDS.items()}
     for row in rows:
         assert list(row) == list(NAMES)
         assert len(row["VerificationDetail"] or "") <= 300  # library messages are capped
+        assert {column: row[column] for column in VERSION_FIELDS} == version
         assert json.loads(row["Anomalies"]) == expected["anomalies"] or set(
             json.loads(row["Anomalies"])
         ) == set(expected["anomalies"])
