@@ -52,12 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         help="table: a human report (default); jsonl: one row per signature",
     )
     _trust_options(ins)
-    try:
-        from .rules_cli import add_parser as add_rules
-    except ImportError:  # TEMPORARY until rules_cli lands
-        add_rules = None
-    if add_rules:
-        add_rules(sub)
+    from .rules_cli import add_parser as add_rules
+
+    add_rules(sub)
     return parser
 
 
