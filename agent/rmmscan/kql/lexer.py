@@ -56,11 +56,12 @@ class Source:
 
 
 def _is_ident_start(ch: str) -> bool:
-    return ch.isascii() and (ch.isalpha() or ch == "_")
+    # Non-ASCII letters too, so that a misspelt name (Sígner) is reported whole.
+    return ch.isalpha() or ch == "_"
 
 
 def _is_ident_char(ch: str) -> bool:
-    return ch.isascii() and (ch.isalnum() or ch == "_")
+    return ch.isalnum() or ch == "_"
 
 
 def _is_digit(ch: str) -> bool:

@@ -155,7 +155,7 @@ class _Parser:
             bar = self.next()
             stage = self.next()
             if stage.kind == IDENT and stage.value == "where":
-                predicate = self.where(ignored)
+                predicate = self.where(stage, ignored)
                 if predicate is not None:
                     predicates.append(predicate)
             elif stage.kind == IDENT and stage.value == "summarize":
@@ -216,12 +216,12 @@ class _Parser:
                 )
             last = self.next()
         if last is stage:
-            raise self.error(self.peek(), "summarize needs aggregations")
+            raise self.error(stage, "summarize needs aggregations")
         return "summarize " + self.clean(stage.end, last.end)
 
-    def where(self, ignored: list[str]) -> Predicate | None:
+    def where(self, stage: Token, ignored: list[str]) -> Predicate | None:
         if self.peek().kind == EOF or self.is_op(self.peek(), "|"):
-            raise self.error(self.peek(), "where needs a predicate")
+            raise self.error(stage, "where needs a predicate")
         node = self.or_expr()
         self.end_of_clause()
         conjuncts = node.children if isinstance(node, Group) and node.is_and else [node]
@@ -495,6 +495,8 @@ class _Parser:
     def literal(self, ctype: str, column: str, op: str):
         """A literal of the column's type: (value, end offset)."""
         token = self.peek()
+        if token.kind not in (STRING, NUMBER, IDENT) and not self.is_op(token, "-"):
+            raise self.error(token, "expected a value")
         if ctype == STRING_TYPE:
             if token.kind != STRING:
                 raise self.error(token, f"type mismatch: {column} is a string column; {op} needs"
@@ -580,7 +582,7 @@ class _Parser:
         op = self.peek()
         if not self.is_op(op, *WINDOW_OPS):
             raise self.error(
-                op if op.kind != EOF else timestamp,
+                timestamp,
                 "unsupported comparison on Timestamp",
                 self.text(timestamp.start, op.end),
                 "the time window is Timestamp between (A .. B) or Timestamp >, >=, <, <= a bound: "
