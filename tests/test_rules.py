@@ -275,17 +275,31 @@ def file_rows(path) -> list[dict]:
                      lambda: 0, version=version)  # fmt: skip
 
 
-def expected_ids(signature: dict | None, filename: str) -> set[str]:
+DW_NAMES = ("dwagent.exe", "dwagsvc.exe", "dwaglnc.exe", "dwagupd.dll")
+
+
+def terms(text: str | None) -> set[str]:
+    return set(re.findall(r"[^\W_]+", (text or "").lower()))
+
+
+def expected_ids(signature: dict | None, filename: str, version: dict) -> set[str]:
     """What the DWService rules should say, from the manifest, in plain Python."""
     signer = (signature or {}).get("Signer") or ""
-    trusted = bool(signature and signature["IsTrusted"])
+    trusted_dwsnet = signer in ("DWSNET OÜ", "DWSNET srl") and bool(signature["IsTrusted"])
     ids = set()
     if signer in ("DWSNET OÜ", "DWSNET srl"):
         ids.add(DWSERVICE)
-    if "DWSNET" in signer.split() and not (signer in ("DWSNET OÜ", "DWSNET srl") and trusted):
+    if "DWSNET" in signer.split() and not trusted_dwsnet:
         ids.add(UNTRUSTED)
-    dw_name = filename.lower() in ("dwagent.exe", "dwagsvc.exe", "dwaglnc.exe", "dwagupd.dll")
-    if dw_name and not (signer in ("DWSNET OÜ", "DWSNET srl") and trusted):
+    looks = (
+        filename.lower() in DW_NAMES
+        or (version.get("OriginalFilename") or "").lower() in DW_NAMES
+        or (version.get("InternalName") or "").lower() in {*DW_NAMES, *(n[:-4] for n in DW_NAMES)}
+        or "dwsnet" in terms(version.get("CompanyName"))
+        or bool({"dwagent", "dwservice"} & terms(version.get("ProductName")))
+        or bool({"dwagent", "dwservice"} & terms(version.get("FileDescription")))
+    )
+    if looks and not trusted_dwsnet:
         ids.add(LOOKALIKE)
     return ids
 
@@ -302,7 +316,7 @@ def test_pack_on_sample(pack, name, expected):
     assert len(rows) == len(signatures)
     for row, signature in zip(rows, signatures, strict=True):
         got = {r.id for r in pack.match(row_getter(row))}
-        assert got == expected_ids(signature, name), (name, row["Signer"])
+        assert got == expected_ids(signature, name, expected["version"]), row["Signer"]
 
 
 RENAMED = (
@@ -325,9 +339,28 @@ def test_pack_on_renamed_sample(pack, manifest, tmp_path, sample, as_name):
     shutil.copyfile(PE_DIR / sample, target)
     rows = file_rows(target)
     signatures = manifest["files"][sample]["signatures"] or [None]
+    version = manifest["files"][sample]["version"]
     assert [r["FileName"] for r in rows] == [as_name] * len(signatures)
     for row, signature in zip(rows, signatures, strict=True):
         got = {r.id for r in pack.match(row_getter(row))}
-        assert got == expected_ids(signature, as_name), row["Signer"]
-    lookalike = any(LOOKALIKE in expected_ids(s, as_name) for s in signatures)
+        assert got == expected_ids(signature, as_name, version), row["Signer"]
+    lookalike = any(LOOKALIKE in expected_ids(s, as_name, version) for s in signatures)
     assert lookalike == (sample not in ("dwsnet-srl.exe", "dwsnet-ou.exe"))
+
+
+def test_version_information_lookalikes(pack):
+    """The samples that carry DWAgent's version information under another file name."""
+    found = {
+        name: [sorted(r.filename for r in pack.match(row_getter(row)))
+               for row in file_rows(PE_DIR / name)]
+        for name in ("dwagent-lookalike-unsigned.exe", "dwagent-lookalike-selfsigned.exe",
+                     "dwagent-lookalike-srl.exe")
+    }  # fmt: skip
+    assert found == {
+        "dwagent-lookalike-unsigned.exe": [["rmmscan_DWService_lookalike_filesig.yaml"]],
+        "dwagent-lookalike-selfsigned.exe": [[
+            "rmm_DWService_filesig.yaml", "rmmscan_DWService_lookalike_filesig.yaml",
+            "rmmscan_DWService_untrusted_filesig.yaml",
+        ]],
+        "dwagent-lookalike-srl.exe": [["rmm_DWService_filesig.yaml"]],
+    }  # fmt: skip
