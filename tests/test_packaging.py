@@ -1,0 +1,66 @@
+"""The wheel is what ships: it must hold every package and the whole rule pack, and work
+installed on its own (not from this checkout)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+import pytest
+
+from conftest import ROOT
+
+
+def _packages_on_disk() -> set[str]:
+    found = {"rmmscan.rules"}
+    for init in (ROOT / "agent").rglob("__init__.py"):
+        found.add(".".join(init.parent.relative_to(ROOT / "agent").parts))
+    return found
+
+
+def test_every_package_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    assert set(config["tool"]["setuptools"]["packages"]) == _packages_on_disk()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("rmmscan-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_wheel_holds_the_rule_pack_and_its_tests(wheel):
+    names = set(wheel.namelist())
+    for rule in (ROOT / "rules").glob("*.yaml"):
+        assert f"rmmscan/rules/{rule.name}" in names
+        assert f"rmmscan/rules/tests/{rule.name}" in names, f"no test rows for {rule.name}"
+    assert "rmmscan/rules/LICENSE-sentinel-rmm-filesig" in names
+    assert "rmmscan/data/distrust.json" in names
+
+
+def test_installed_wheel_loads_its_rules_and_scans(wheel, tmp_path):
+    """Unpacked on its own (no checkout on sys.path): the bundled pack loads and its tests pass."""
+    site = tmp_path / "site"
+    wheel.extractall(site)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import rmmscan, rmmscan.rulebook as rb;"
+        "assert rmmscan.__file__.startswith(sys.argv[1]), rmmscan.__file__;"
+        "pack = rb.load_pack(); report = rb.run_tests(pack);"
+        "assert report.ok, (report.problems, report.failures[:3]);"
+        "print(len(pack.rules), len(report.results))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    count = int(proc.stdout.split()[0])
+    assert count == len(list((ROOT / "rules").glob("*.yaml")))
