@@ -183,6 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "scan")
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (`rmmscan ... | head`): rows may be lost, so not success, but
+        # no traceback; stdout is pointed at devnull so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _dispatch(args) -> int:
     if args.command == "inspect":
         return _inspect(args)
     if args.command == "scan":
