@@ -521,7 +521,9 @@ def test_cost_mapping_decides_the_order():
 
 
 # ---------------------------------------------------------------------------------------------
-# Refusals: file, line, column and construct (the query starts on line 12 of its file)
+# Refusals: file, line, column and construct (the query starts on line 12 of its file).
+# "KQL is case-sensitive for everything - table names, table column names, operators, functions,
+# and so on" (https://learn.microsoft.com/kusto/query/): HAS, Has_Any, AND, True, signer, Not().
 
 QUERY = """let Time_start = now(-5d);
 let Time_end = now();

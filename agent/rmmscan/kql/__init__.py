@@ -50,8 +50,10 @@ groups. The current regex page documents a newer syntax in which ``\\d \\w \\s \
 Unicode-aware and ``[a-z&&[^x]]``-style set operations, ``\\<``, ``\\>`` exist; RE2 reads all of
 those differently, so patterns using them are refused rather than run with a different meaning.
 
-Operators, literals and keywords are case-sensitive, as in Kusto (``HAS``, ``AND``, ``True`` are
-errors). String literals follow scalar-data-types/string (see :mod:`.lexer`). Evaluation: the
+Operators, functions, keywords, literals, tables and columns are case-sensitive, as in Kusto
+("KQL is case-sensitive for everything - table names, table column names, operators, functions,
+and so on", https://learn.microsoft.com/kusto/query/): ``HAS``, ``AND``, ``True``, ``signer`` are
+errors. String literals follow scalar-data-types/string (see :mod:`.lexer`). Evaluation: the
 operands of ``and``/``or`` are evaluated cheapest first (by the costliest column each reads),
 short-circuiting, and ``get`` is called at most once per column per evaluation.
 """

@@ -17,6 +17,20 @@ def ascii_fold(value: str) -> str:
     return value.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
+_last_fold: tuple[str, str] = ("", "")
+
+
+def ascii_fold_cached(value: str) -> str:
+    """ascii_fold, remembering the last non-ASCII value: every rule folds the same Signer."""
+    global _last_fold
+    last = _last_fold  # one tuple, read and replaced whole: safe under threads
+    if last[0] is value:
+        return last[1]
+    folded = ascii_fold(value)
+    _last_fold = (value, folded)
+    return folded
+
+
 def is_term_char(ch: str) -> bool:
     """A character of a term: a letter (Unicode L*) or a decimal digit (Nd), like .NET's
     ``Char.IsLetterOrDigit``. ``Ü``, ``é``, ``中`` are term characters; ``²``, ``_``, marks,

@@ -7,7 +7,7 @@ the operands of ``and``/``or`` ordered cheapest first (by the costliest column e
 from __future__ import annotations
 
 from .model import Compiled
-from .strings import ascii_fold, phrase_matcher
+from .strings import ascii_fold, ascii_fold_cached, phrase_matcher
 
 
 class Node:
@@ -138,7 +138,7 @@ def string_leaf(column: str, case_sensitive: bool, negated: bool, test) -> Compi
             elif value.isascii():
                 value = value.lower()
             else:
-                value = ascii_fold(value)
+                value = ascii_fold_cached(value)
             return test(value) is not negated
 
     return leaf
