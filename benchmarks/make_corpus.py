@@ -23,6 +23,8 @@ What the tree holds (shares of --files; the byte total is about 25 KB a file, ~2
 - every sample whose signatures include a DWSNET signer, at known places (Program Files/DWAgent,
   a Temp folder, renamed in Downloads, nested in Windows/...): these are the expected
   detections listed in the manifest;
+- two PEs under DWService's file names that DWSNET did not sign ("lookalikes" in the
+  manifest: the rule pack's look-alike rule must flag them, a signer rule cannot);
 - a few symbolic links (to files, and one dangling), never to a directory (no loops).
 
 Same --files, --seed and samples: same names, contents and mtimes. The tree is written to a
@@ -48,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 REALWORLD = ROOT / "tests" / ".cache" / "realworld"
-VERSION = 1  # bump when the layout or the contents change: the runner rebuilds on mismatch
+VERSION = 3  # bump when the layout or the contents change: the runner rebuilds on mismatch
 DRIVE = "C"
 KIB, MIB = 1024, 1024 * 1024
 DWSNET_SIGNERS = ("DWSNET OÜ", "DWSNET srl")
@@ -86,8 +88,23 @@ DWSNET_PLACES = [
      "two WIN_CERTIFICATE entries (DWSNET OÜ, then DWSNET srl)"),
     ("lying-size.exe", "Users/{user}/AppData/Local/Temp/dwaglnc.exe",
      "certificate table size runs past the end of the file (Malformed)"),
+    ("dwagent-lookalike-srl.exe", "Program Files (x86)/DWAgent/dwagent.exe",
+     "DWSNET srl with DWAgent version information"),
+    ("dwagent-lookalike-selfsigned.exe", "Users/{user}/AppData/Local/Temp/RarSFX0/setup.exe",
+     "self-signed fake DWSNET OÜ with DWAgent version information, renamed"),
 ]  # fmt: skip
+# A DWSNET-signed sample not listed above (samples/ grows) lands here, under its own name.
+OTHER_DWSNET_PLACE = "Users/{user}/AppData/Local/Temp/samples/{name}"
 INSTALLER_PLACE = "Users/{user}/Downloads/dwagent-setup-x86_64.exe"
+
+# DWService's file names on PEs that DWSNET did not sign: no signer rule can see these, the rule
+# pack's look-alike rule (name without a trusted DWSNET signature) does.
+LOOKALIKE_PLACES = [
+    ("unsigned.exe", "Users/{user2}/AppData/Local/Temp/dwagent.exe", "unsigned, DWService's name"),
+    ("benign.exe", "ProgramData/DWAgent/native/dwagsvc.exe", "signed by Contoso, DWService's name"),
+    ("dwagent-lookalike-unsigned.exe", "Users/{user2}/Downloads/setup.exe",
+     "unsigned, DWAgent version information under another name"),
+]  # fmt: skip
 
 # Signed samples that are not DWSNET, and PEs without a readable signature.
 OTHER_SIGNED = ("benign.exe", "bmpstring.exe", "dll32.dll", "expired-notimestamp.exe",
@@ -490,7 +507,12 @@ def generate(out: Path, files: int, seed: int, samples_dir: Path, fetch: bool) -
 
     n_large = max(1, round(files / FILES_PER_LARGE))
     detections = []
-    for name, template, why in DWSNET_PLACES:
+    placed = [p for p in DWSNET_PLACES if p[0] in samples]
+    known = {p[0] for p in DWSNET_PLACES}
+    for name, entry in sorted(sample_manifest["files"].items()):
+        if dwsnet_signers(entry) and name not in known:
+            placed.append((name, OTHER_DWSNET_PLACE.replace("{name}", name), entry["description"]))
+    for name, template, why in placed:
         rel = template.format(user=USERS[0])
         (drive / rel).parent.mkdir(parents=True, exist_ok=True)
         write_file(c, rel, [samples[name]])
@@ -501,14 +523,13 @@ def generate(out: Path, files: int, seed: int, samples_dir: Path, fetch: bool) -
             "statuses": [s["VerificationStatus"] for s in entry["signatures"]],
             "anomalies": entry.get("anomalies", []),
         })  # fmt: skip
-    # Every other sample carrying a DWSNET signature must be among the placements above.
-    missing = [
-        n for n, e in sample_manifest["files"].items()
-        if dwsnet_signers(e) and n not in {d["source"] for d in detections}
-    ]  # fmt: skip
-    if missing:
-        sys.exit(f"DWSNET-signed samples without a place in the corpus: {missing}")
-
+    lookalikes = []
+    for name, template, why in [p for p in LOOKALIKE_PLACES if p[0] in samples]:
+        rel = template.format(user=USERS[0], user2=USERS[1])
+        (drive / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_file(c, rel, [samples[name]])
+        c.pe_files[rel] = name
+        lookalikes.append({"path": rel, "source": name, "why": why})
     c.large = large_files(c, n_large, samples, samples_dir / "pki")
     for big in c.large:
         if big["kind"] == "installer":
@@ -559,7 +580,8 @@ def generate(out: Path, files: int, seed: int, samples_dir: Path, fetch: bool) -
     n_files = sum(1 for _ in _walk_files(drive))
     if n_files != files:
         sys.exit(f"internal error: wrote {n_files} regular files, asked for {files}")
-    c.counts["dwsnet_placed"] = len(DWSNET_PLACES)
+    c.counts["dwsnet_placed"] = len(placed)
+    c.counts["lookalikes"] = len(lookalikes)
     c.counts["large"] = len(c.large)
     manifest = {
         "generated_by": "benchmarks/make_corpus.py",
@@ -578,6 +600,7 @@ def generate(out: Path, files: int, seed: int, samples_dir: Path, fetch: bool) -
         "large_files": c.large,
         "symlinks": c.symlinks,
         "detections": sorted(detections, key=lambda d: d["path"]),
+        "lookalikes": lookalikes,
         "pe_files": dict(sorted(c.pe_files.items())),
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -601,11 +624,14 @@ def _cumulative(weights: list[float]) -> list[float]:
 
 
 def _symlinks(c: Corpus) -> None:
-    """A few links, as a Linux or WSL tree has them: to files, and one dangling."""
-    targets = sorted(c.pe_files)[:3]
+    """A few links, as a Linux or WSL tree has them: one to a DWSNET-signed file (a tool that
+    follows links reports that file twice), one to a Microsoft DLL, and one dangling."""
+    signed = sorted(p for p, source in c.pe_files.items() if source in OTHER_SIGNED)
+    fallback = signed[0] if signed else "Windows/Temp/svchost.exe"
+    microsoft = next((p for p, s in sorted(c.pe_files.items()) if "msvc" in s), fallback)
     places = [
-        ("Users/Public/Desktop/agent.lnk.exe", targets[0]),
-        ("ProgramData/Links/tool.dll", targets[1]),
+        ("Users/Public/Desktop/DWAgent.exe", "Program Files/DWAgent/runtime/dwagent.exe"),
+        ("ProgramData/Links/vcruntime.dll", microsoft),
         ("Users/{user}/AppData/Local/Temp/stale.tmp", "Users/nobody/gone.tmp"),
     ]
     for link, target in places:
