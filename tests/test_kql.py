@@ -8,7 +8,6 @@ the rows the predicate keeps, and rows the page's other outputs show are rows it
 
 from __future__ import annotations
 
-import os
 import pickle
 import unicodedata
 from pathlib import Path
@@ -23,9 +22,8 @@ from rmmscan.kql import TABLES, KqlError, Predicate, Query, parse_predicate, par
 # The StormEvents columns the doc examples use, plus S for the one-line table examples.
 STORM = {"State": "string", "EventType": "string", "EpisodeNarrative": "string", "S": "string"}
 
-UPSTREAM = Path(
-    os.environ.get("RMMSCAN_SENTINEL_REFERENCE", "/work/shared/reference/sentinel-rmm-filesig")
-)
+# The upstream files byte for byte, committed beside the rule pack (rules/README.md).
+UPSTREAM = Path(__file__).resolve().parent.parent / "rules" / "upstream"
 
 
 def kept(predicate: str, rows: list[dict], columns=STORM) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import queue
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from . import rows
 from .cache import ScanCache, key_of, parse_record
 from .facts import FileChanged, FileFacts, same_file
 from .pipeline import Pipeline
+from .sources.dirs import NotRegular, open_regular
 from .sources.walk import Tally, Walk, WalkOptions, join
 
 _FILE_FLAGS = (
@@ -48,23 +48,6 @@ class DirResult:
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, kind, message)
 
 
-class _NotRegular(OSError):
-    pass
-
-
-def _open(dir_fd: int, name: str, follow: bool) -> tuple[int, os.stat_result]:
-    """Open without following a link (unless asked) or blocking on a FIFO; regular files only."""
-    fd = os.open(name, _FILE_FLAGS | (0 if follow else _NOFOLLOW), dir_fd=dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotRegular("not a regular file any more")
-        return fd, st
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 class Sweep:
     def __init__(
         self,
@@ -81,9 +64,8 @@ class Sweep:
         self.now = dt.datetime.now(dt.UTC)
 
     # -- worker side ---------------------------------------------------------------------
-    def visit(
-        self, root: str, path: str, dir_fd: int, files: list[str], followed: frozenset[str]
-    ) -> None:
+    def visit(self, root: str, directory, files: list[str], followed: frozenset[str]) -> None:
+        path = directory.path
         result = DirResult(root, path)
         result.files = len(files)
         cached = self.cache.lookup_dir(path) if self.cache is not None else None
@@ -93,17 +75,17 @@ class Sweep:
                 record = None
                 listed = None
                 if cached:
-                    listed = os.stat(name, dir_fd=dir_fd, follow_symlinks=follow)
+                    listed = directory.stat_child(name, follow)
                     hit = cached.get(name)
                     if hit is not None and hit[0] == key_of(listed):
                         result.cached += 1
                         if hit[1] is None:
                             continue  # not a PE, unchanged: the fast path of a rescan
                         record = parse_record(hit[1])
-                self._file(result, path, dir_fd, name, follow, record, listed)
+                self._file(result, directory, name, follow, record, listed)
             except FileNotFoundError:
                 result.problems.append((join(path, name), "vanished", "vanished"))
-            except (_NotRegular, FileChanged) as exc:
+            except (NotRegular, FileChanged) as exc:
                 result.problems.append((join(path, name), "changed", str(exc)))
             except OSError as exc:
                 message = exc.strerror or str(exc)
@@ -116,12 +98,12 @@ class Sweep:
             result.gone = [name for name in cached if name not in listed_names]
         self.results.put(result)
 
-    def _file(self, result, path, dir_fd: int, name: str, follow: bool, record, listed) -> None:
+    def _file(self, result, directory, name: str, follow: bool, record, listed) -> None:
         stream = None
         if record is None:
-            fd, listed = _open(dir_fd, name, follow)
+            fd, listed = open_regular(directory, name, follow)
             try:
-                is_mz = os.pread(fd, 2, 0) == b"MZ"
+                is_mz = os.read(fd, 2) == b"MZ"  # just opened: at offset 0
                 if is_mz:
                     stream = os.fdopen(fd, "rb")
             finally:
@@ -132,13 +114,13 @@ class Sweep:
                 return
 
         def reopen():
-            fd, st = _open(dir_fd, name, follow)
+            fd, st = open_regular(directory, name, follow)
             if not same_file(listed, st):
                 os.close(fd)
                 raise FileChanged("changed since it was listed")
             return os.fdopen(fd, "rb")
 
-        full = join(path, name)
+        full = join(directory.path, name)
         ref = rows.FileRef(full, self.source)
         facts = FileFacts(
             rows.file_columns(ref, self.device, listed.st_size),
@@ -150,9 +132,7 @@ class Sweep:
         )
         try:
             judgement = self.pipeline.judge(facts)
-            if facts._stream is not None and not same_file(
-                listed, os.fstat(facts._stream.fileno())
-            ):
+            if facts.opened and not same_file(listed, os.fstat(facts.stream.fileno())):
                 raise FileChanged("changed while it was read")
         finally:
             facts.close()

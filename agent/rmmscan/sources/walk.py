@@ -1,12 +1,10 @@
 """The local sweep's source: a parallel walk of directory trees that hands each directory's
-regular files, with the directory's open descriptor, to a visitor.
+regular files, with the open directory (dirs.py), to a visitor.
 
-Every open below the roots is relative to the parent directory's descriptor (openat), with
-O_NOFOLLOW unless symlinks are followed: no path is ever resolved twice, so paths longer than
-PATH_MAX work and a directory swapped for a symlink during the sweep cannot redirect it.
-An open directory stays open only while its children wait to be listed (refcounted), and
-the work stack is last-in-first-out, so the number of open descriptors stays near
-depth x workers however wide the tree.
+Every open below the roots is relative to the parent directory (openat with O_NOFOLLOW where
+the OS has it, see dirs.py). An open directory stays open only while its children wait to be
+listed (refcounted), and the work stack is last-in-first-out, so the number of open
+descriptors stays near depth x workers however wide the tree.
 
 Paths and names are str as os.scandir gives them (undecodable bytes as surrogates, PEP 383):
 os.fsencode gives back the exact bytes, and no per-file conversion is paid.
@@ -23,10 +21,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .dirs import HAS_OPENAT, FdDir, PathDir, open_root
 from .mounts import pseudo_devices
 
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+Directory = FdDir | PathDir
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +33,12 @@ class WalkOptions:
     one_file_system: bool = False
     follow_symlinks: bool = False
     skip_pseudo: bool = True
+    use_openat: bool = HAS_OPENAT  # False: by path, as on Windows (tests run both)
 
 
-# visit(root, directory path, directory fd, file names, the names reached through a followed
-# symlink) runs in a worker thread; the fd is open during the call.
-Visitor = Callable[[str, str, int, list[str], frozenset[str]], None]
+# visit(root, open directory, file names, the names reached through a followed symlink) runs
+# in a worker thread; the directory is open during the call.
+Visitor = Callable[[str, Directory, list[str], frozenset[str]], None]
 NO_LINKS: frozenset[str] = frozenset()
 
 
@@ -84,17 +83,17 @@ def _message(exc: OSError) -> str:
 class _Handle:
     """An open directory, kept until the last of its pending children has opened."""
 
-    __slots__ = ("fd", "lock", "refs")
+    __slots__ = ("dir", "lock", "refs")
 
-    def __init__(self, fd: int, refs: int):
-        self.fd, self.refs, self.lock = fd, refs, threading.Lock()
+    def __init__(self, directory: Directory, refs: int):
+        self.dir, self.refs, self.lock = directory, refs, threading.Lock()
 
     def release(self) -> None:
         with self.lock:
             self.refs -= 1
             last = self.refs == 0
         if last:
-            os.close(self.fd)
+            self.dir.close()
 
 
 @dataclass(slots=True)
@@ -158,15 +157,15 @@ class Walk:
             return
         parent, name = os.path.split(root.rstrip("/") or root)
         try:
-            fd = os.open(parent or ".", _DIR_FLAGS)
+            directory = open_root(parent or ".", self.options.use_openat)
         except OSError as exc:
             self.tally.problem(root, "unreadable roots", _message(exc))
             return
         try:
             self.tally.current_root = root
-            self.visit(root, parent or ".", fd, [name], frozenset((name,)))
+            self.visit(root, directory, [name], frozenset((name,)))
         finally:
-            os.close(fd)
+            directory.close()
 
     # -- the work stack -----------------------------------------------------------------
     def _push(self, item: _Dir) -> None:
@@ -198,12 +197,11 @@ class Walk:
                         self._cond.notify_all()
 
     # -- one directory ------------------------------------------------------------------
-    def _open(self, item: _Dir) -> int | None:
+    def _open(self, item: _Dir) -> Directory | None:
         try:
             if item.parent is None:
-                return os.open(item.path, _DIR_FLAGS)
-            flags = _DIR_FLAGS | (0 if item.follow else _NOFOLLOW)
-            return os.open(item.name, flags, dir_fd=item.parent.fd)
+                return open_root(item.path, self.options.use_openat)
+            return item.parent.dir.open_dir(item.name, item.path, item.follow)
         except FileNotFoundError:
             self.tally.count("vanished")
         except OSError as exc:
@@ -218,16 +216,16 @@ class Walk:
         return None
 
     def _list(self, item: _Dir) -> None:
-        fd = self._open(item)
-        if fd is None:
+        directory = self._open(item)
+        if directory is None:
             return
-        handle = _Handle(fd, 1)
+        handle = _Handle(directory, 1)
         try:
-            st = os.fstat(fd)
+            st = directory.stat()
             if not self._enter(item, st):
                 return
             self.tally.current_root = item.root
-            files, followed, dirs = self._scan(item, fd)
+            files, followed, dirs = self._scan(item, directory)
             if dirs:
                 with handle.lock:
                     handle.refs += len(dirs)
@@ -237,7 +235,7 @@ class Walk:
                     )
             self.tally.count("directories")
             if files:
-                self.visit(item.root, item.path, fd, files, followed)
+                self.visit(item.root, directory, files, followed)
         finally:
             handle.release()
 
@@ -257,14 +255,14 @@ class Walk:
                 self._visited.add(key)
         return True
 
-    def _scan(self, item: _Dir, fd: int):
+    def _scan(self, item: _Dir, directory: Directory):
         """(file names, those reached through a followed symlink, subdirectories)."""
         files: list[str] = []
         followed: set[str] = set()
         dirs: list[tuple[str, bool]] = []
         excludes = self.options.excludes
         try:
-            with os.scandir(fd) as it:
+            with directory.scandir() as it:
                 entries = list(it)
         except OSError as exc:
             self.tally.problem(item.path, "unreadable", _message(exc))
@@ -280,19 +278,19 @@ class Walk:
                 elif entry.is_dir(follow_symlinks=False):
                     dirs.append((name, False))
                 elif entry.is_symlink():
-                    self._symlink(fd, name, files, followed, dirs)
+                    self._symlink(directory, name, files, followed, dirs)
                 else:
                     self.tally.count("special")
             except OSError:
                 self.tally.count("vanished")
         return files, frozenset(followed) if followed else NO_LINKS, dirs
 
-    def _symlink(self, fd: int, name: str, files, followed, dirs) -> None:
+    def _symlink(self, directory: Directory, name: str, files, followed, dirs) -> None:
         if not self.options.follow_symlinks:
             self.tally.count("symlinks not followed")
             return
         try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=True)
+            st = directory.stat_child(name, True)
         except OSError:
             self.tally.count("dangling symlinks")  # dangling, a loop, or no permission
             return

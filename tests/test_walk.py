@@ -1,0 +1,117 @@
+"""The walk on its own: both ways of opening (openat and by path) see the same tree, deep
+paths work, open descriptors stay bounded, and nothing special is read."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from rmmscan.sources.walk import Tally, Walk, WalkOptions, excluded
+
+
+def walk(root, **options) -> tuple[set[str], dict[str, int]]:
+    seen: set[str] = set()
+    lock = threading.Lock()
+    jobs = options.pop("jobs", 3)
+
+    def visit(_root, directory, files, followed):
+        with lock:
+            seen.update(
+                os.path.join(directory.path, f) + ("@" if f in followed else "") for f in files
+            )
+
+    tally = Tally()
+    Walk([str(root)], visit, tally, WalkOptions(**options), jobs).run()
+    return seen, tally.counts
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    for d in ("a/b/c", "a/d", "e"):
+        (root / d).mkdir(parents=True)
+    for f in ("a/1", "a/b/2", "a/b/c/3", "a/d/4.log", "e/5", "top"):
+        (root / f).write_bytes(b"x")
+    os.symlink("a/1", root / "link-to-file")
+    os.symlink("a", root / "link-to-dir")
+    os.symlink(".", root / "e" / "loop")
+    os.symlink("nowhere", root / "dangling")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+def names(root, paths):
+    return {os.path.relpath(p.rstrip("@"), root) + ("@" if p.endswith("@") else "") for p in paths}
+
+
+@pytest.mark.parametrize("use_openat", [True, False], ids=["openat", "paths"])
+def test_both_ways_of_opening_see_the_same_tree(tree, use_openat):
+    seen, counts = walk(tree, use_openat=use_openat)
+    assert names(tree, seen) == {"a/1", "a/b/2", "a/b/c/3", "a/d/4.log", "e/5", "top"}
+    assert counts["symlinks not followed"] == 4
+    assert counts["special"] == 1
+    assert counts["directories"] == 6
+
+
+@pytest.mark.parametrize("use_openat", [True, False], ids=["openat", "paths"])
+def test_following_symlinks_detects_loops(tree, use_openat):
+    seen, counts = walk(tree, follow_symlinks=True, use_openat=use_openat)
+    got = names(tree, seen)
+    assert "link-to-file@" in got
+    # link-to-dir is the same directory as a/ and e/loop the same as e/: each listed once.
+    assert counts["symlink loops"] == 2
+    assert counts["dangling symlinks"] == 1
+    assert len([n for n in got if n.endswith("/3")]) == 1
+
+
+def test_excludes_by_name_and_by_path(tree):
+    seen, counts = walk(tree, excludes=("*.log", str(tree / "a/b")))
+    assert names(tree, seen) == {"a/1", "e/5", "top"}
+    assert counts["excluded"] == 2
+    assert excluded(("*.log",), "/x/y/z.log", "z.log")
+    assert not excluded(("/x/*.log",), "/y/z.log", "z.log")
+
+
+def test_paths_longer_than_path_max(tmp_path):
+    """Built with relative mkdirs: no single path handed to the kernel is long."""
+    component = "d" * 200
+    depth = 30  # about 6,000 characters, past Linux's PATH_MAX of 4096
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir(component, dir_fd=fd)
+            child = os.open(component, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open("deep.bin", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"MZ")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    seen, counts = walk(tmp_path)
+    (path,) = seen
+    assert len(path) > 4096 and path.endswith("/deep.bin")
+    assert "unreadable" not in counts
+
+
+def test_open_descriptors_stay_bounded(tmp_path):
+    """A wide tree: pending directories share their parent's descriptor."""
+    for i in range(60):
+        for j in range(20):
+            d = tmp_path / f"d{i}" / f"e{j}"
+            d.mkdir(parents=True)
+            (d / "f").write_bytes(b"")
+    peak = 0
+    lock = threading.Lock()
+
+    def visit(_root, directory, files, followed):
+        nonlocal peak
+        with lock:
+            peak = max(peak, len(os.listdir("/proc/self/fd")))
+
+    before = len(os.listdir("/proc/self/fd"))
+    Walk([str(tmp_path)], visit, Tally(), WalkOptions(), 4).run()
+    assert peak - before <= 4 * 4 + 4  # about depth x workers, not 1,260 directories
+    assert len(os.listdir("/proc/self/fd")) == before  # and every one is closed
