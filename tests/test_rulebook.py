@@ -119,8 +119,8 @@ def test_duplicate_id_names_both_files(tmp_path):
 def test_unsupported_kql_names_file_line_and_construct(tmp_path):
     path = rule(tmp_path, where="Signer has 'x'\n  | extend Lower = tolower(Signer)")
     (only,) = problems([path])
-    # The query block starts on line 12; the extend is its 4th line.
-    assert only.startswith(f"{path}:15:")
+    # The query block starts on line 12; the extend is its 4th line, at column 5 of the file.
+    assert only.startswith(f"{path}:15:5:")
     assert "extend" in only
 
 
@@ -160,6 +160,11 @@ def test_every_problem_of_every_file_at_once(tmp_path):
     assert any(p == f"{tmp_path / 'missing.yaml'}: no such file or folder: give a rule file or "
                "a folder" for p in found)  # fmt: skip
     assert len(found) >= 11
+
+
+def test_a_file_given_twice_loads_once(tmp_path):
+    path = rule(tmp_path)
+    assert [r.filename for r in load_pack([tmp_path, path])] == ["a.yaml"]
 
 
 def test_empty_folder_is_a_problem(tmp_path):
@@ -347,7 +352,7 @@ def test_allowlist_problems_name_file_and_line(tmp_path):
     with pytest.raises(RuleLoadError) as caught:
         load_allowlist(path, pack=load_pack())
     found = [str(p) for p in caught.value.problems]
-    assert any(p.startswith(f"{path}:3:") for p in found)  # the dangling `and`
+    assert any(p.startswith(f"{path}:3:31:") for p in found)  # the dangling `and`
     assert any(p.startswith(f"{path}:4: 'reason' is required") for p in found)
     assert any(p.startswith(f"{path}:6: unknown key 'rule'") for p in found)
     assert any(

@@ -99,7 +99,7 @@ def parse_allowlist(text: str, source: str, *, pack: RulePack | None = None) -> 
     elif node is not None:
         first: dict[str, int] = {}
         for item, value in zip(node.value, data, strict=True):
-            entry = _entry(item, value, source, problems, pack)
+            entry = _entry(item, value, source, text, problems, pack)
             if entry is None:
                 continue
             if entry.name in first:
@@ -113,7 +113,7 @@ def parse_allowlist(text: str, source: str, *, pack: RulePack | None = None) -> 
     return Allowlist(tuple(entries), frozenset().union(*(e.where.columns for e in entries)))
 
 
-def _entry(node, value, source: str, problems: Problems, pack: RulePack | None) -> Entry | None:
+def _entry(node, value, source: str, text: str, problems: Problems, pack) -> Entry | None:
     before = len(problems)
     if not isinstance(node, yaml.MappingNode):
         problems.add(source, line_of(node), "an entry is a mapping: name, reason, where and "
@@ -142,7 +142,7 @@ def _entry(node, value, source: str, problems: Problems, pack: RulePack | None) 
                 columns=cols.QUERYABLE,
             )
         except kql.KqlError as exc:
-            problems.add_kql(exc)
+            problems.add_kql(exc, keys["where"][1], text)
     rules = _rule_ids(value.get("rules"), "rules" in keys, bad, pack)
     if len(problems) > before or predicate is None:
         return None

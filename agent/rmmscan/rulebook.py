@@ -73,10 +73,12 @@ class Problems(list):
     def add(self, source: str, line: int, message: str) -> None:
         self.append(Problem(source, line, message))
 
-    def add_kql(self, exc: kql.KqlError) -> None:
-        text, prefix = str(exc), f"{exc.source}:{exc.line}:{exc.column}: "
-        message = text[len(prefix) :] if text.startswith(prefix) else text
-        self.append(Problem(exc.source, exc.line, message, exc.column or None))
+    def add_kql(self, exc: kql.KqlError, node=None, text: str = "") -> None:
+        """A KqlError in the scalar `node` of the YAML `text`: its column made the file's."""
+        message, prefix = str(exc), f"{exc.source}:{exc.line}:{exc.column}: "
+        message = message[len(prefix) :] if message.startswith(prefix) else message
+        column = exc.column + (_indent(node, text, exc.line) if node is not None else 0)
+        self.append(Problem(exc.source, exc.line, message, column or None))
 
 
 class RuleLoadError(ValueError):
@@ -141,7 +143,7 @@ def read_yaml(text: str, source: str, problems: Problems, *, empty_ok: bool = Fa
         node = loader.get_single_node()
         if node is None:
             if not empty_ok:
-                problems.add(source, 1, "the file is empty")
+                problems.add(source, 1, "the file is empty: write the rule (id, name, query)")
             return None, None
         _duplicate_keys(node, source, problems)
         return loader.construct_document(node), node
@@ -187,6 +189,17 @@ def text_line(node) -> int:
     return node.start_mark.line + (2 if getattr(node, "style", None) == "|" else 1)
 
 
+def _indent(node, text: str, line: int) -> int:
+    """How far right of its text's column 1 a scalar's line `line` sits in the file."""
+    if node.style == "|":
+        lines = text.split("\n")[text_line(node) - 1 :]
+        first = next((x for x in lines if x.strip()), "")
+        return len(first) - len(first.lstrip(" "))
+    if line == text_line(node):  # a one-line scalar, after the key
+        return node.start_mark.column + (1 if node.style in ("'", '"') else 0)
+    return 0
+
+
 # --- Loading ----------------------------------------------------------------------------------
 
 
@@ -208,7 +221,13 @@ def rule_files(paths: Sequence[str | Path] | None, problems: Problems) -> list:
             found.append((str(path), path))
         else:
             problems.add(str(path), 0, "no such file or folder: give a rule file or a folder")
-    return found
+    seen: set[Path] = set()
+    unique = []
+    for display, path in found:  # a file given twice (itself and its folder) loads once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append((display, path))
+    return unique
 
 
 def _is_rule(resource: Traversable) -> bool:
@@ -294,7 +313,7 @@ def load_rule(resource, display: str, problems: Problems, *, columns=cols.QUERYA
                     query_text, source=display, first_line=text_line(qnode), columns=columns
                 )
             except kql.KqlError as exc:
-                problems.add_kql(exc)
+                problems.add_kql(exc, qnode, text)
     if len(problems) > before or query is None:
         return None
     used = frozenset(query.columns)
