@@ -132,17 +132,20 @@ class Sweep:
         )
         try:
             judgement = self.pipeline.judge(facts)
-            if facts.opened and not same_file(listed, os.fstat(facts.stream.fileno())):
-                raise FileChanged("changed while it was read")
+            # A file written to while it was read still reports what was read (a finding is
+            # never dropped), but is counted and not cached: the next sweep reads it again.
+            changed = facts.opened and not same_file(listed, os.fstat(facts.stream.fileno()))
         finally:
             facts.close()
+        if changed:
+            result.problems.append((full, "changed", "changed while it was read"))
         if facts.is_pe:
             result.pe += 1
             result.signed += judgement.signed
         result.rows.extend(judgement.rows)
         result.detections += judgement.detections
         result.suppressed.extend(judgement.suppressed)
-        if facts.computed:
+        if facts.computed and not changed:
             result.store.append((name, key_of(listed), facts.record if facts.is_pe else None))
 
     # -- the calling thread ------------------------------------------------------------------
