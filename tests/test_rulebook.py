@@ -15,9 +15,11 @@ from rmmscan.columns import QUERYABLE
 from rmmscan.rulebook import (
     CUSTOM_TABLE,
     DEFENDER_TABLE,
+    Problems,
     RuleLoadError,
     export,
     load_pack,
+    load_tests,
     run_tests,
 )
 
@@ -180,7 +182,15 @@ def test_rows_run_and_a_failure_names_file_and_line(tmp_path):
     rule(tmp_path)
     write(tmp_path / "tests/a.yaml", "positive:\n  - Signer: Acme Ltd\n  - Signer: Acmex\n"
           "negative:\n  - Signer: Acme\n    IsTrusted: true\n  - {}\n")  # fmt: skip
-    report = run_tests(load_pack([tmp_path]))
+    pack = load_pack([tmp_path])
+    problems = Problems()
+    test = load_tests(pack.rules[0], problems)
+    assert problems == [] and test.source == str(tmp_path / "tests/a.yaml")
+    assert [(r.kind, r.line, r.get("Signer"), r.get("IsTrusted")) for r in test.rows] == [
+        ("positive", 2, "Acme Ltd", None), ("positive", 3, "Acmex", None),
+        ("negative", 5, "Acme", True), ("negative", 7, "", None),
+    ]  # fmt: skip
+    report = run_tests(pack)
     assert report.problems == ()
     assert [(r.row.kind, r.ok) for r in report.results] == [
         ("positive", True), ("positive", False), ("negative", False), ("negative", True),

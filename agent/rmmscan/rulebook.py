@@ -418,6 +418,19 @@ class TestResult:
 
 
 @dataclass(frozen=True)
+class RuleTest:
+    """A rule and the rows of its test file."""
+
+    __test__ = False
+    rule: Rule
+    source: str  # the test file
+    rows: tuple[TestRow, ...]
+
+    def run(self) -> list[TestResult]:
+        return [TestResult(self.rule, row, self.rule.matches(row.get)) for row in self.rows]
+
+
+@dataclass(frozen=True)
 class TestReport:
     __test__ = False
     results: tuple[TestResult, ...]
@@ -441,26 +454,26 @@ def tests_path(rule: Rule) -> tuple[str, Traversable | None]:
     )
 
 
-def load_tests(rule: Rule, problems: Problems) -> list[TestRow]:
-    """The rule's test rows (none, with the problems added, if the file is missing or wrong)."""
+def load_tests(rule: Rule, problems: Problems) -> RuleTest | None:
+    """The rule's test rows, or None with the problems added if the file is missing or wrong."""
     display, resource = tests_path(rule)
     if resource is None or not resource.is_file():
         problems.add(display, 0, f"no test rows for {rule.filename}: write rows it must match "
                      "(positive:) and rows it must not (negative:) in this file")  # fmt: skip
-        return []
+        return None
     before = len(problems)
     try:
         text = resource.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problems.add(display, 0, f"cannot read as UTF-8: {exc}")
-        return []
+        return None
     data, node = read_yaml(text, display, problems)
     if node is None:
-        return []
+        return None
     if not isinstance(node, yaml.MappingNode):
         problems.add(display, line_of(node), "a test file is a mapping: 'positive:' and "
                      "'negative:', each a list of rows")  # fmt: skip
-        return []
+        return None
     rows = []
     keys = key_nodes(node)
     for key, (knode, vnode) in keys.items():
@@ -478,7 +491,7 @@ def load_tests(rule: Rule, problems: Problems) -> list[TestRow]:
         if kind not in keys:
             problems.add(display, 1, f"no {kind} rows: every rule needs rows it must match "
                          "and rows it must not")  # fmt: skip
-    return rows if len(problems) == before else []
+    return RuleTest(rule, display, tuple(rows)) if len(problems) == before else None
 
 
 def _check_row(node, values, source: str, problems: Problems) -> None:
@@ -503,11 +516,8 @@ def _check_row(node, values, source: str, problems: Problems) -> None:
 def run_tests(pack: RulePack) -> TestReport:
     """Every rule's test rows against that rule."""
     problems = Problems()
-    results = [
-        TestResult(rule, row, rule.matches(row.get))
-        for rule in pack
-        for row in load_tests(rule, problems)
-    ]
+    tests = [load_tests(rule, problems) for rule in pack]
+    results = [result for test in tests if test is not None for result in test.run()]
     return TestReport(tuple(results), tuple(problems))
 
 
