@@ -111,7 +111,7 @@ def _run(args) -> int:
         from .allowlist import load_allowlist
 
         try:
-            allowlist = load_allowlist(args.allowlist)
+            allowlist = load_allowlist(args.allowlist, pack=pack)
         except RuleError as exc:
             raise UsageError(str(exc)) from None
     inspector = Inspector(args.trusted_roots, args.distrust, not args.no_system_roots)
