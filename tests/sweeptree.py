@@ -10,6 +10,7 @@ predicates, written out by hand, so a sweep that matches a wrong rule or misses 
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -269,6 +270,27 @@ class Tree:
         self.files[path] = sample
         return path
 
+    def put_deep(self, rel: str, parts: list[str], name: str, sample: str) -> bytes:
+        """A file below `rel`/parts..., made with descriptors: the path may exceed PATH_MAX."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        path = os.fsencode(self.root)
+        try:
+            for part in [*rel.split("/"), *parts]:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                path += b"/" + os.fsencode(part)
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+            with os.fdopen(out, "wb") as f:
+                f.write((PE_DIR / sample).read_bytes())
+        finally:
+            os.close(fd)
+        path += b"/" + os.fsencode(name)
+        self.files[path] = sample
+        return path
+
     def expected(self, emit: str = "detections", under: bytes | None = None) -> list[tuple]:
         """(FolderPath, SignatureIndex, RuleId) of every row a sweep must emit."""
         out = []
@@ -368,13 +390,11 @@ def scan(*args, state_dir, user=False, timeout=TIMEOUT, **kw) -> Scan:
     return finish(start(*args, state_dir=state_dir, user=user, **kw), args, timeout)
 
 
-def scan_many(jobs: dict[str, tuple], timeout=TIMEOUT) -> dict[str, Scan]:
-    """Several scans at once, each (args, state dir[, system_roots]): wall time matters."""
-    procs = {
-        name: (start(*job[0], state_dir=job[1], system_roots=job[2:] == (True,)), job[0])
-        for name, job in jobs.items()
-    }
-    return {name: finish(proc, args, timeout) for name, (proc, args) in procs.items()}
+def scan_many(jobs: dict[str, dict], timeout=TIMEOUT) -> dict[str, Scan]:
+    """Several scans at once, each given as keyword arguments of `start` (args, state_dir,
+    user, system_roots): the suite's wall time matters more than its CPU time."""
+    procs = {name: (start(*job.pop("args"), **job), name) for name, job in jobs.items()}
+    return {name: finish(proc, [name], timeout) for name, (proc, _) in procs.items()}
 
 
 def summary_counts(stderr: str) -> dict[str, int]:

@@ -121,28 +121,54 @@ def runs(tree, tmp_path_factory):
     excludes = ["--exclude", "*.pdf", "--exclude", "d7", "--exclude", f"{t}/names/*"]
     jobs = {
         # the default trust store (Microsoft's roots and the test root) in the main runs
-        "all": (["--emit", "all", "--format", "jsonl", "-j", "4", "-q", t], tmp / "s-all", True),
-        "detections": (["--format", "jsonl", t], tmp / "s-detections", True),
-        "all_j1": (["--emit", "all", "--format", "jsonl", "-j", "1", "-q", t], tmp / "s-j1"),
-        "csv": (
-            ["--emit", "all", "--format", "csv", "-q", "--output", tmp / "out.csv", t],
-            tmp / "s-csv",
+        "all": dict(
+            args=["--emit", "all", "--format", "jsonl", "-j", "4", "-q", t],
+            state_dir=tmp / "s-all",
+            system_roots=True,
         ),
-        "signed": (["--emit", "signed", "--format", "jsonl", "-q", t], tmp / "s-signed"),
-        "table": (["--no-progress", t], tmp / "s-table"),
-        "clean": (["--format", "jsonl", t / "clean", t / "empty"], tmp / "s-clean"),
-        "missing": (["--format", "jsonl", t / "no such dir"], tmp / "s-missing"),
-        "missing+tree": (["--format", "jsonl", "-q", t / "gone", t], tmp / "s-mt"),
-        "file-root": (["--format", "jsonl", "-q", t / "ext" / "report.pdf"], tmp / "s-file"),
-        "rules": (["--format", "jsonl", "-q", "--rules", tmp / "contoso.yaml", t], tmp / "s-r"),
-        "bad-rules": (["--format", "jsonl", "--rules", tmp / "bad.yaml", t], tmp / "s-br"),
-        "exclude": (["--format", "jsonl", *excludes, t], tmp / "s-ex"),
-        "allow": (["--format", "jsonl", "--allowlist", tmp / "partial.yaml", t], tmp / "s-al"),
+        "detections": dict(
+            args=["--format", "jsonl", t], state_dir=tmp / "s-detections", system_roots=True
+        ),
+        "all_j1": dict(
+            args=["--emit", "all", "--format", "jsonl", "-j", "1", "-q", t], state_dir=tmp / "s-j1"
+        ),
+        "csv": dict(
+            args=["--emit", "all", "--format", "csv", "-q", "--output", tmp / "out.csv", t],
+            state_dir=tmp / "s-csv",
+        ),
+        "signed": dict(
+            args=["--emit", "signed", "--format", "jsonl", "-q", t], state_dir=tmp / "s-signed"
+        ),
+        "table": dict(args=["--no-progress", t], state_dir=tmp / "s-table"),
+        "clean": dict(
+            args=["--format", "jsonl", t / "clean", t / "empty"], state_dir=tmp / "s-clean"
+        ),
+        "missing": dict(args=["--format", "jsonl", t / "no such dir"], state_dir=tmp / "s-missing"),
+        "missing+tree": dict(
+            args=["--format", "jsonl", "-q", t / "gone", t], state_dir=tmp / "s-mt"
+        ),
+        "file-root": dict(
+            args=["--format", "jsonl", "-q", t / "ext" / "report.pdf"], state_dir=tmp / "s-file"
+        ),
+        "rules": dict(
+            args=["--format", "jsonl", "-q", "--rules", tmp / "contoso.yaml", t],
+            state_dir=tmp / "s-r",
+        ),
+        "bad-rules": dict(
+            args=["--format", "jsonl", "--rules", tmp / "bad.yaml", t], state_dir=tmp / "s-br"
+        ),
+        "exclude": dict(args=["--format", "jsonl", *excludes, t], state_dir=tmp / "s-ex"),
+        "allow": dict(
+            args=["--format", "jsonl", "--allowlist", tmp / "partial.yaml", t],
+            state_dir=tmp / "s-al",
+        ),
         "allow-all": (
             ["--format", "jsonl", "--allowlist", tmp / "everything.yaml", t],
             tmp / "s-aa",
         ),
-        "bad-allow": (["--allowlist", tmp / "bad-allowlist.yaml", t], tmp / "s-ba"),
+        "bad-allow": dict(
+            args=["--allowlist", tmp / "bad-allowlist.yaml", t], state_dir=tmp / "s-ba"
+        ),
     }
     out = scan_many(jobs)
     out["tmp"] = tmp
