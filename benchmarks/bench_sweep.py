@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 WORK = BENCH / ".work"
 RUNS = WORK / "sweep"
+EMPTY = RUNS / "empty"
 RESULTS = BENCH / "results-sweep.json"
 SAMPLES = ROOT / "samples"
 TEST_ROOT = SAMPLES / "pki" / "test-root.pem"
@@ -73,6 +74,8 @@ class Measure:
     note: str = ""
     ours_median: float = 0.0
     base_median: float = 0.0
+    ours_cpu: float = 0.0  # user + sys, median
+    base_cpu: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -232,6 +235,9 @@ def commands(drive: Path, jobs: int, files: int) -> dict[str, Command]:
         sweep("rescan", drive, jobs, state_cache, cache=True, tag=f"rescan-{files}"),
         Command("find", ["find", str(drive), "-type", "f"]),
         Command("find_stat", ["find", str(drive), "-type", "f", "-printf", "%i %s %T@\\n"]),
+        # Fixed costs: the same commands on an empty folder (start-up, imports, trust store).
+        sweep("sweep_empty", EMPTY, jobs, state_nocache, cache=False, tag="sweep-empty"),
+        Command("read_empty", [PY, str(BASELINE), str(EMPTY), "--jobs", str(jobs)]),
     ]  # fmt: skip
     return {c.key: c for c in cmds}
 
@@ -356,14 +362,45 @@ def profile(cmd: Command, tag: str) -> dict:
     for mode, extra in (("all", []), ("gil", ["--gil"])):
         raw = RUNS / f"profile-{tag}-{mode}.txt"
         svg = RUNS / f"profile-{tag}-{mode}.svg"
+        wall = 0.0
         for fmt, target in (("raw", raw), ("flamegraph", svg)):
+            start = time.perf_counter()
             subprocess.run(
                 [str(spy), "record", "--rate", "250", "--subprocesses", "--format", fmt,
                  "-o", str(target), *extra, "--", *cmd.argv],
                 check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-        out[mode] = {"flamegraph": str(svg.relative_to(ROOT)), **collapse(raw)}
+            wall = wall or time.perf_counter() - start
+        out[mode] = {"flamegraph": str(svg.relative_to(ROOT)), "wall_s": wall, **collapse(raw)}
     return out
+
+
+# Where a sample goes: the first bucket one of whose markers is in any frame of its stack
+# (function names, as py-spy prints them; the sweep's code may move, "other" catches the rest).
+BUCKETS = [
+    ("start-up: imports", ("_find_and_load",)),
+    ("start-up: trust store", ("Inspector.trust", "TrustStore.", "build (rmmscan/inspect/trust")),
+    ("hashes of emitted rows", ("hash_stream",)),
+    ("verification (emitted/rule rows)", ("Inspector.verify", "(rmmscan/inspect/verify.py")),
+    ("signature parse (PKCS#7 → columns)", ("signatures (rmmscan/inspect/authenticode",)),
+    ("version information", ("version_info", "FileFacts.version")),
+    ("PE recognition (header, table)", ("inspect_stream", "parse_header")),
+    ("rule evaluation (KQL predicates)", ("Query.matches",)),
+    ("rows, sinks, output", ("rows.py", "/sinks/", "signature_rows")),
+    ("scan cache", ("rmmscan/cache.py",)),
+    ("open, stat, read, close", ("open_regular", "FdDir.", "fdopen", "_Handle.", "read_at")),
+    ("per-file glue (Sweep._file, Pipeline.judge)", ("Sweep._file", "Pipeline.judge")),
+    ("walk and thread hand-off", ("Walk.", "queue.py", "Condition.", "Sweep.visit")),
+]
+
+
+def _bucket(frames: list[str]) -> str:
+    if len(frames) == 1:  # only the process: native code holding the GIL, no Python frame
+        return "interpreter start/exit (no Python frame)"
+    for name, markers in BUCKETS:
+        if any(m in f for f in frames for m in markers):
+            return name
+    return "other"
 
 
 def collapse(raw: Path) -> dict:
@@ -371,6 +408,7 @@ def collapse(raw: Path) -> dict:
     own: collections.Counter = collections.Counter()
     total: collections.Counter = collections.Counter()
     threads: collections.Counter = collections.Counter()
+    buckets: collections.Counter = collections.Counter()
     samples = 0
     if not raw.exists():
         return {"error": f"no profile written ({raw.name})"}
@@ -382,6 +420,7 @@ def collapse(raw: Path) -> dict:
         frames = stack.split(";")
         samples += n
         threads[frames[0]] += n
+        buckets[_bucket(frames)] += n
         own[_frame(frames[-1])] += n
         for f in {_frame(f) for f in frames[1:]}:
             total[f] += n
@@ -389,7 +428,8 @@ def collapse(raw: Path) -> dict:
     def top(counter: collections.Counter, k: int) -> list[list]:
         return [[f, round(100 * n / samples, 1)] for f, n in counter.most_common(k)]
 
-    return {"samples": samples, "threads": top(threads, 8), "own_pct": top(own, 25),
+    return {"samples": samples, "threads": top(threads, 8), "buckets_pct": top(buckets, 20),
+            "own_pct": top(own, 25),
             "total_pct": top(total, 40)}  # fmt: skip
 
 
@@ -413,7 +453,8 @@ def fmt_s(value: float) -> str:
 
 def table(measures: list[Measure], rss: dict) -> str:
     lines = [
-        "| # | measurement | rmmscan median | baseline median | ratio | target | met? |",
+        "| # | measurement | rmmscan median (CPU) | baseline median (CPU) | ratio | target "
+        "| met? |",
         "|---|---|---:|---:|---:|---:|:---:|",
     ]
     for i, m in enumerate(measures, 1):
@@ -425,7 +466,8 @@ def table(measures: list[Measure], rss: dict) -> str:
             target = "—" if m.target is None else f"≤ {m.target:g}×"
         met = "—" if m.met is None else ("yes" if m.met else "**no**")
         name = f"{m.name} ({m.note})" if m.note else m.name
-        lines.append(f"| {i} | {name} | {fmt_s(m.ours_median)} | {fmt_s(m.base_median)} "
+        lines.append(f"| {i} | {name} | {fmt_s(m.ours_median)} ({fmt_s(m.ours_cpu)}) "
+                     f"| {fmt_s(m.base_median)} ({fmt_s(m.base_cpu)}) "
                      f"| {ratio} | {target} | {met} |")  # fmt: skip
     for size, r in rss.get("sizes", {}).items():
         met = "yes" if r["maxrss_median"] <= TARGET_RSS else "**no**"
@@ -503,8 +545,9 @@ def main() -> None:
             sys.exit(f"{tool} not found: run bash benchmarks/setup")
     if subprocess.run([RMMSCAN, "scan", "--help"], capture_output=True).returncode != 0:
         sys.exit(f"{RMMSCAN} has no scan command yet")
-    RUNS.mkdir(parents=True, exist_ok=True)
+    EMPTY.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
+    load_start = os.getloadavg()  # the machine is shared: say how busy it was
 
     corpus, manifest = ensure_corpus(opts.files, opts.seed)
     drive = corpus / manifest["root"]
@@ -531,10 +574,14 @@ def main() -> None:
                 TARGET_RESCAN_VS_FIND, "le"),
         Measure("rescan with the cache vs find -type f -printf (stats every file)", "rescan",
                 "find_stat", None, "le", note="informative"),
+        Measure("start-up: both on an empty folder", "sweep_empty", "read_empty", None, "le",
+                note="informative: the fixed cost inside 1 and 3"),
     ]  # fmt: skip
     measures = [m for m in measures if m.base in cmds]
+    cpu = {k: median([r.user + r.sys for r in c.runs]) for k, c in cmds.items()}
     for m in measures:
         m.ours_median, m.base_median = med[m.ours], med[m.base]
+        m.ours_cpu, m.base_cpu = cpu[m.ours], cpu[m.base]
 
     # Detections: every timed sweep must report the same files; the rescan (from the cache) too.
     ours = sweep_detections(RUNS / f"sweep-{opts.files}.jsonl", drive)
@@ -577,7 +624,8 @@ def main() -> None:
         print("profiling one sweep with py-spy ...", file=sys.stderr, flush=True)
         prof_cmd = sweep("sweep", drive, opts.jobs, RUNS / "state-profile", False, "profile")
         (RUNS / "state-profile").mkdir(parents=True, exist_ok=True)
-        prof = profile(prof_cmd, str(opts.files))
+        prof = {"sweep": profile(prof_cmd, str(opts.files))}
+        prof["rescan"] = profile(cmds["rescan"], f"rescan-{opts.files}")
 
     print(table(measures, rss))
     print()
@@ -593,13 +641,17 @@ def main() -> None:
         t_y = scored["yara"]
         print(f"yara:    {t_y['found']}/{t_y['expected']} DWSNET-signed files, "
               f"missed {t_y['missed']}, extra {t_y['extra']}")  # fmt: skip
-    if prof and "all" in prof:
-        print("\nsweep profile (py-spy, all threads; % of samples):")
-        for frame, pct in prof["all"]["total_pct"][:20]:
-            print(f"  {pct:5.1f}%  {frame}")
+    for what, p in (prof or {}).items():
+        if "gil" not in p:
+            continue
+        print(f"\n{what} profile (py-spy --gil: samples of the thread holding the GIL; "
+              f"run of {p['gil']['wall_s']:.1f} s under py-spy):")  # fmt: skip
+        for bucket, pct in p["gil"]["buckets_pct"]:
+            print(f"  {pct:5.1f}%  {bucket}")
 
     doc = {
         "when": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "machine": machine(),
         "settings": {
             "files": opts.files,
@@ -641,7 +693,8 @@ def main() -> None:
     }
     opts.out.write_text(json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n",
                         encoding="utf-8")  # fmt: skip
-    print(f"\nresults: {opts.out}")
+    print(f"\nload average (1, 5, 15 min) at start {load_start}, at end {os.getloadavg()}")
+    print(f"results: {opts.out}")
 
 
 if __name__ == "__main__":
