@@ -162,9 +162,9 @@ def runs(tree, tmp_path_factory):
             args=["--format", "jsonl", "--allowlist", tmp / "partial.yaml", t],
             state_dir=tmp / "s-al",
         ),
-        "allow-all": (
-            ["--format", "jsonl", "--allowlist", tmp / "everything.yaml", t],
-            tmp / "s-aa",
+        "allow-all": dict(
+            args=["--format", "jsonl", "--allowlist", tmp / "everything.yaml", t],
+            state_dir=tmp / "s-aa",
         ),
         "bad-allow": dict(
             args=["--allowlist", tmp / "bad-allowlist.yaml", t], state_dir=tmp / "s-ba"
