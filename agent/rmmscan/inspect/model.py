@@ -91,6 +91,22 @@ class PEHeader:
     cert_dir_offset: int  # file offset of the certificate data-directory entry, 0 if none
     cert_table: tuple[int, int]  # (file offset, size) as the header claims
     headers_size: int
+    section_alignment: int = 0
+    section_table: bytes = b""  # the IMAGE_SECTION_HEADERs as read: at most 96, whole ones
+    resources: tuple[int, int] = (0, 0)  # the resource data directory: (RVA, size)
+
+    @property
+    def sections(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(VirtualAddress, VirtualSize, PointerToRawData, SizeOfRawData) in file order.
+
+        Decoded on each access (a few µs): parse_header runs on every file, this does not.
+        """
+        import struct
+
+        return tuple(
+            (va, vsize, raw_ptr, raw_size)
+            for vsize, va, raw_size, raw_ptr in struct.iter_unpack("<8xIIII16x", self.section_table)
+        )
 
 
 @dataclass(slots=True)

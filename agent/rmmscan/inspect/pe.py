@@ -1,7 +1,8 @@
 """Recognise a PE and read its headers with two bounded reads (DESIGN §5: ~20 µs).
 
-Only what Authenticode needs: where the checksum and the certificate data directory are,
-and where the certificate table claims to be.
+What Authenticode needs: where the checksum and the certificate data directory are, and
+where the certificate table claims to be. What the version resource needs: the section
+table (a third read only when it lies past the first 4 KiB) and the resource directory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from .model import PEHeader
 
 HEAD_READ = 4096
 MAX_E_LFANEW = 0x10000000  # Windows loads images whose NT headers sit far out; bound the seek
+MAX_SECTIONS = 96  # the PE/COFF specification's loader limit; more are not read
+SECTION_SIZE = 40  # IMAGE_SECTION_HEADER
+# The most parse_header reads: the head, the NT headers (SizeOfOptionalHeader is a WORD) and
+# the section table.
+READ_BOUND = HEAD_READ + 24 + 0xFFFF + MAX_SECTIONS * SECTION_SIZE
 _DIR_SECURITY = 4
+_DIR_RESOURCE = 2
 
 
 class NotPE(Exception):
@@ -48,7 +55,7 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         nt = head[e_lfanew : e_lfanew + needed]
     else:
         nt = read_at(stream, e_lfanew, needed)
-    machine, _, _, _, _, opt_size, characteristics = struct.unpack_from("<HHIIIHH", nt, 4)
+    machine, n_sections, _, _, _, opt_size, characteristics = struct.unpack_from("<HHIIIHH", nt, 4)
     opt = 24
     if opt_size < 2 or len(nt) < opt + 2:
         raise NotPE("no optional header")
@@ -61,7 +68,7 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         raise NotPE(f"unknown optional header magic {magic:#x}")
     if opt_size < 68 or len(nt) < opt + min(opt_size, dd_at):
         raise NotPE("optional header too short for a checksum")
-    (headers_size,) = struct.unpack_from("<I", nt, opt + 60)
+    section_alignment, headers_size = struct.unpack_from("<I24xI", nt, opt + 32)
     dd_count = 0
     if opt_size >= dd_count_at + 4 and len(nt) >= opt + dd_count_at + 4:
         (dd_count,) = struct.unpack_from("<I", nt, opt + dd_count_at)
@@ -76,6 +83,15 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         return va, size, e_lfanew + at
 
     cert_off, cert_size, cert_dir = directory(_DIR_SECURITY)
+    resources = (0, 0)
+    if usable > _DIR_RESOURCE:
+        resources = struct.unpack_from("<II", nt, opt + dd_at + 8 * _DIR_RESOURCE)
+    table_at = e_lfanew + needed
+    table_size = (n_sections if n_sections < MAX_SECTIONS else MAX_SECTIONS) * SECTION_SIZE
+    if table_at + table_size <= len(head):  # the usual case: no read, no call
+        section_table = head[table_at : table_at + table_size]
+    else:
+        section_table = _section_table(stream, file_size, table_at, table_size)
 
     return PEHeader(
         machine=machine,
@@ -85,4 +101,17 @@ def parse_header(stream: BinaryIO, file_size: int) -> PEHeader:
         cert_dir_offset=cert_dir,
         cert_table=(cert_off, cert_size),
         headers_size=headers_size,
+        section_alignment=section_alignment,
+        section_table=section_table,
+        resources=resources,
     )
+
+
+def _section_table(stream: BinaryIO, file_size: int, at: int, size: int) -> bytes:
+    """The section table past the first read: the whole entries the file holds (at most 96).
+
+    Kept as bytes, decoded by PEHeader.sections: decoding costs microseconds every file
+    would pay, and only the version resource needs it.
+    """
+    table = read_at(stream, at, min(size, file_size - at)) if at < file_size else b""
+    return table[: len(table) - len(table) % SECTION_SIZE]
