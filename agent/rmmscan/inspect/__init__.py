@@ -15,6 +15,7 @@ from typing import BinaryIO
 from . import certtable, pe
 from .hashes import FileHashes, hash_stream
 from .model import Anomaly, CertInfo, Inspection, SignatureInfo, Status, Verdict
+from .versioninfo import version_info
 
 # The Authenticode digest excludes the table by its header; where the header lies about it,
 # the digest is undefined and Windows refuses the file: no verdict but Malformed.
@@ -33,14 +34,6 @@ __all__ = [
     "inspect_stream",
     "version_info",
 ]
-
-
-def __getattr__(name: str):
-    if name == "version_info":  # pefile costs 0.1 s to import: only when version info is read
-        from .versioninfo import version_info
-
-        return version_info
-    raise AttributeError(name)
 
 
 def stream_size(stream: BinaryIO) -> int:
