@@ -9,6 +9,7 @@ recognised by content ("MZ" and a PE header), never by name.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import queue
 import threading
@@ -89,7 +90,9 @@ class Sweep:
                 result.problems.append((join(path, name), "changed", str(exc)))
             except OSError as exc:
                 message = exc.strerror or str(exc)
-                result.problems.append((join(path, name), "unreadable", message))
+                # ELOOP from O_NOFOLLOW: listed as a file, a symlink by the time it was opened.
+                kind = "changed" if exc.errno == errno.ELOOP else "unreadable"
+                result.problems.append((join(path, name), kind, message))
             except Exception as exc:  # a bug on one file must not end a machine's sweep
                 message = f"internal error: {type(exc).__name__}: {exc}"
                 result.problems.append((join(path, name), "failed", message))

@@ -69,12 +69,14 @@ class Console:
         self._drawn = now
         rate = self.files / max(now - self.start, 1e-9)
         root = printable(os.fsdecode(self.root))
-        text = (
+        head = (
             f"{self.files:,} files ({rate:,.0f}/s), {self.pe:,} PE, "
-            f"{self.detections:,} detections - {root}"
+            f"{self.detections:,} detections - "
         )
-        width = _width() - 1
-        self.err.write("\r\x1b[K" + text[:width])
+        room = _width() - 1 - len(head)
+        if len(root) > room:  # keep the end of the path, the part that changes
+            root = "…" + root[len(root) - max(room - 1, 0) :] if room > 1 else ""
+        self.err.write("\r\x1b[K" + head + root)
         self.err.flush()
         self._line = True
 
@@ -135,7 +137,8 @@ class Console:
 
 
 def _width() -> int:
+    """The terminal's width; 100 where it does not say (0 columns from a fresh pty)."""
     try:
-        return os.get_terminal_size(2).columns
+        return os.get_terminal_size(2).columns or 100
     except OSError:
         return 100
