@@ -1,12 +1,14 @@
 """The floor of any content sweep: open every regular file, read its first 4 KiB, close it.
 
-    .venv/bin/python benchmarks/baseline_read.py PATH... [--jobs J]
+    .venv/bin/python benchmarks/baseline_read.py PATH... [--jobs J] [--stat]
 
 One thread walks the tree with os.scandir (symbolic links are not followed, as rmmscan's
-default); J threads open, read 4 KiB and close, fed in batches. Prints one JSON line: files
-read, bytes read, errors. This is what bench_sweep.py times the sweep against: the same
-walk and the same first read of every file that recognising a PE by content needs, with none
-of the recognising.
+default); J threads open, read 4 KiB and close, fed in batches (--jobs 0: no threads, the
+walking thread reads). Prints one JSON line: files read, bytes read, errors. This is what
+bench_sweep.py times the sweep against: the same walk and the same first read of every file
+that recognising a PE by content needs, with none of the recognising. With --stat, each file
+is stat'ed instead of read: what a rescan that checks its cache by (file id, size, mtime)
+cannot do without.
 """
 
 from __future__ import annotations
@@ -50,11 +52,18 @@ def walk(top: str, out: queue.SimpleQueue, jobs: int) -> int:
     return errors
 
 
-def reader(work: queue.SimpleQueue, totals: list[int]) -> None:
+def reader(work: queue.SimpleQueue, totals: list[int], stat_only: bool = False) -> None:
     files = read = errors = 0
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     while (batch := work.get()) is not None:
         for path in batch:
+            if stat_only:  # what a cache check needs: identity, size, mtime
+                try:
+                    os.stat(path, follow_symlinks=False)
+                    files += 1
+                except OSError:
+                    errors += 1
+                continue
             try:
                 fd = os.open(path, flags)
             except OSError:
@@ -73,12 +82,17 @@ def reader(work: queue.SimpleQueue, totals: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="reader threads (0: none)"
+    )
+    parser.add_argument(
+        "--stat", action="store_true", help="stat every file instead of reading it (rescan floor)"
+    )
     opts = parser.parse_args()
     work: queue.SimpleQueue = queue.SimpleQueue()
     results: list[list[int]] = [[] for _ in range(opts.jobs)]
     threads = [
-        threading.Thread(target=reader, args=(work, results[i]), daemon=True)
+        threading.Thread(target=reader, args=(work, results[i], opts.stat), daemon=True)
         for i in range(opts.jobs)
     ]
     for t in threads:
@@ -88,6 +102,10 @@ def main() -> None:
         walk_errors += walk(top, work, opts.jobs if top == opts.paths[-1] else 0)
     for t in threads:
         t.join()
+    if opts.jobs == 0:  # no threads: the walking thread reads everything after the walk
+        work.put(None)
+        results = [[]]
+        reader(work, results[0], opts.stat)
     files, read, errors = (sum(r[i] for r in results) for i in range(3))
     print(json.dumps({"files": files, "bytes": read, "errors": errors + walk_errors}))
 

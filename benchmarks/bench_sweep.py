@@ -235,6 +235,8 @@ def commands(drive: Path, jobs: int, files: int) -> dict[str, Command]:
         sweep("rescan", drive, jobs, state_cache, cache=True, tag=f"rescan-{files}"),
         Command("find", ["find", str(drive), "-type", "f"]),
         Command("find_stat", ["find", str(drive), "-type", "f", "-printf", "%i %s %T@\\n"]),
+        Command("stat", [PY, str(BASELINE), str(drive), "--jobs", str(jobs), "--stat"]),
+        Command("read_nothreads", [PY, str(BASELINE), str(drive), "--jobs", "0"]),
         # Fixed costs: the same commands on an empty folder (start-up, imports, trust store).
         sweep("sweep_empty", EMPTY, jobs, state_nocache, cache=False, tag="sweep-empty"),
         Command("read_empty", [PY, str(BASELINE), str(EMPTY), "--jobs", str(jobs)]),
@@ -568,12 +570,16 @@ def main() -> None:
     measures = [
         Measure("sweep, no cache vs open + read 4 KiB of every file", "sweep", "read",
                 TARGET_SWEEP_VS_READ, "le", note=f"{opts.jobs} threads each"),
+        Measure("sweep, no cache vs the same read without threads", "sweep", "read_nothreads",
+                None, "le", note="informative: on a warm cache threads slow Python's read down"),
         Measure("sweep, no cache vs yara -r (pe module, signer rule)", "sweep", "yara",
                 TARGET_YARA_SPEEDUP, "speedup"),
         Measure("rescan with the cache vs find -type f", "rescan", "find",
                 TARGET_RESCAN_VS_FIND, "le"),
         Measure("rescan with the cache vs find -type f -printf (stats every file)", "rescan",
                 "find_stat", None, "le", note="informative"),
+        Measure("rescan with the cache vs baseline_read.py --stat (Python walk + stat)",
+                "rescan", "stat", None, "le", note="informative: the Python floor of a rescan"),
         Measure("start-up: both on an empty folder", "sweep_empty", "read_empty", None, "le",
                 note="informative: the fixed cost inside 1 and 3"),
     ]  # fmt: skip
