@@ -118,6 +118,7 @@ def runs(tree, tmp_path_factory):
     (tmp / "bad-allowlist.yaml").write_text(
         "- name: broken\n  reason: test\n  where: FolderPath startswith\n", "utf-8"
     )
+    (tmp / "state-is-a-file").write_text("not a directory\n")
     excludes = ["--exclude", "*.pdf", "--exclude", "d7", "--exclude", f"{t}/names/*"]
     jobs = {
         # the default trust store (Microsoft's roots and the test root) in the main runs
@@ -168,6 +169,14 @@ def runs(tree, tmp_path_factory):
         ),
         "bad-allow": dict(
             args=["--allowlist", tmp / "bad-allowlist.yaml", t], state_dir=tmp / "s-ba"
+        ),
+        # nothing to find in clean/: an exit status of 1 could only mean a crash
+        "bad-output": dict(
+            args=["--format", "jsonl", "-o", tmp / "no such dir" / "out.jsonl", t / "clean"],
+            state_dir=tmp / "s-bo",
+        ),
+        "bad-state": dict(
+            args=["--format", "jsonl", t / "clean"], state_dir=tmp / "state-is-a-file"
         ),
     }
     out = scan_many(jobs)
@@ -399,6 +408,22 @@ def test_exit_2_on_a_bad_allowlist(runs):
     assert done.stdout == b""
     bad = str(runs["tmp"] / "bad-allowlist.yaml")
     assert re.search(rf"{re.escape(bad)}:3\b", done.stderr), done.stderr
+
+
+def test_exit_2_when_the_output_cannot_be_written(runs):
+    """Not a traceback and exit 1 (Python's status for an uncaught exception), which the
+    exit-status contract reads as 'detections found'."""
+    done = runs["bad-output"]
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done
+    assert f"{runs['tmp']}/no such dir/out.jsonl" in done.stderr
+
+
+def test_exit_2_when_the_state_dir_is_unusable(runs):
+    done = runs["bad-state"]
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done
+    assert f"{runs['tmp']}/state-is-a-file" in done.stderr
 
 
 # -- options ------------------------------------------------------------------------------------
