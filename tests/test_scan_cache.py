@@ -28,6 +28,7 @@ from sweeptree import (
     stable_set,
 )
 
+from rmmscan.cache import FORMAT
 from rmmscan.columns import NAMES
 
 CAFE = b"caf\xe9"  # a folder name that is not UTF-8: stored in the cache as bytes
@@ -229,15 +230,30 @@ def _garbage(path):
     path.write_bytes(b"this is not a database\n" * 400)
 
 
-def _wrong_shape(path):
+def _wrong_shape(path, version=FORMAT):
+    """A database that says it is of the current format, with a table of another shape."""
     db = sqlite3.connect(path)
     db.executescript(
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "INSERT INTO meta VALUES ('format', '3');"
+        f"INSERT INTO meta VALUES ('format', '{version}');"
         "CREATE TABLE files (path TEXT PRIMARY KEY, blob BLOB);"
         "INSERT INTO files VALUES ('/x', x'00');"
     )
     db.close()
+
+
+def test_a_cache_of_an_older_format_is_emptied_quietly(tree, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    _wrong_shape(state / "cache.sqlite", version="0")
+    done = scan("--format", "jsonl", tree.root, state_dir=state)
+    assert done.returncode == 1, done
+    assert identities(done.rows) == tree.expected()
+    assert "scan cache" not in done.stderr
+    assert not (state / "cache.sqlite.broken").exists()
+    again, opened = traced(tmp_path, "--format", "jsonl", tree.root, state_dir=state)
+    assert files_opened(opened, tree) == set()
+    assert stable_set(again.rows) == stable_set(done.rows)
 
 
 @pytest.mark.parametrize("spoil", [_garbage, _wrong_shape], ids=["garbage", "wrong-shape"])
