@@ -23,11 +23,13 @@ CREATE TABLE IF NOT EXISTS files (
     dir NOT NULL, name NOT NULL,  -- TEXT when valid UTF-8, else the raw bytes as a BLOB
     key BLOB NOT NULL,            -- dev, ino, size, mtime_ns, ctime_ns packed; compared exactly
     record TEXT,                  -- NULL: not a PE
+    judged TEXT,                  -- the rules' fingerprint, when they found nothing to emit
+    flags INTEGER NOT NULL DEFAULT 0,  -- 1: a PE, 2: signed (for the summary)
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
 """
 # Bump when the meaning of a record changes: an old cache is then emptied, not misread.
-FORMAT = "3"
+FORMAT = "4"
 
 
 _KEY = struct.Struct("<QQqqq").pack
@@ -61,7 +63,7 @@ class ScanCache:
             db.execute("DROP TABLE IF EXISTS files")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
         db.executescript(SCHEMA)
-        db.execute("SELECT dir, name, key, record FROM files LIMIT 0")  # the shape we expect
+        db.execute("SELECT dir, name, key, record, judged, flags FROM files LIMIT 0")
         self._pending: list[tuple] = []
         self._gone: list[tuple[bytes, bytes]] = []
 
@@ -77,22 +79,33 @@ class ScanCache:
                 self._all.append(db)
         return db
 
-    def lookup_dir(self, directory: str) -> dict[str, tuple[bytes, str | None]]:
-        """Every record of one directory (any thread): name -> (key, record)."""
+    def lookup_dir(self, directory: str) -> dict[str, tuple[bytes, str | None, str | None, int]]:
+        """Every record of one directory (any thread): name -> (key, record, judged, flags)."""
         rows = (
             self._connect()
-            .execute("SELECT name, key, record FROM files WHERE dir = ?", (_db_name(directory),))
+            .execute(
+                "SELECT name, key, record, judged, flags FROM files WHERE dir = ?",
+                (_db_name(directory),),
+            )
             .fetchall()
         )
-        out = {name: (key, rec) for name, key, rec in rows}
+        out = {row[0]: row[1:] for row in rows}
         if any(type(name) is bytes for name in out):
             out = {os.fsdecode(name): value for name, value in out.items()}
         return out
 
     # -- writing: one thread only --------------------------------------------------------
-    def put(self, directory: str, name: str, key: bytes, record: dict | None) -> None:
+    def put(
+        self,
+        directory: str,
+        name: str,
+        key: bytes,
+        record: dict | None,
+        judged: str | None = None,
+        flags: int = 0,
+    ) -> None:
         text = None if record is None else json.dumps(record, separators=(",", ":"))
-        self._pending.append((_db_name(directory), _db_name(name), key, text))
+        self._pending.append((_db_name(directory), _db_name(name), key, text, judged, flags))
         if len(self._pending) >= 2000:
             self.flush()
 
@@ -104,7 +117,7 @@ class ScanCache:
             return
         db = self._connect()
         db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?)", self._pending)
+        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", self._pending)
         db.executemany("DELETE FROM files WHERE dir = ? AND name = ?", self._gone)
         db.execute("COMMIT")
         self._pending.clear()

@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import hashlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def trust_generation(args) -> str:
         pass
     for path in (*args.trusted_roots, *args.distrust):
         h.update(b"|" + Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def judgement_fingerprint(pack, allowlist, emit: str, generation: str, device) -> str:
+    """What a file's verdict by the rules depends on besides the file and its path: the rules,
+    the allowlist, the emission policy, the trust options and the device's name."""
+    h = hashlib.sha1(f"{emit}|{generation}|{device.device_id}|{device.device_name}".encode())
+    for rule in pack.rules:
+        h.update(f"|{rule.id}|{rule.query_text}".encode())
+    if allowlist is not None:
+        for entry in allowlist.entries:
+            rules = sorted(entry.rules) if entry.rules else "all"
+            h.update(f"|{entry.name}|{rules}|{entry.where.text}".encode())
     return h.hexdigest()
 
 
@@ -115,18 +129,21 @@ def _run(args) -> int:
         except RuleError as exc:
             raise UsageError(str(exc)) from None
     inspector = Inspector(args.trusted_roots, args.distrust, not args.no_system_roots)
-    if args.trusted_roots or args.distrust:
-        try:
-            inspector.trust  # noqa: B018 - a bad PEM or JSON fails now, before the sweep
-        except (ValueError, OSError) as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        inspector.check_options()  # a bad PEM or JSON fails now, before the sweep
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
     roots = [os.path.abspath(p) for p in args.paths]
     excludes = tuple(args.exclude)
 
     from .device import local_device
     from .state import State
 
-    state = State(args.state_dir)
+    try:
+        state = State(args.state_dir)
+    except (OSError, sqlite3.Error) as exc:
+        where = args.state_dir or "the default state directory"
+        raise UsageError(f"{printable(str(where))}: unusable state directory ({exc})") from None
     try:
         device = local_device(state)
         cache = None
@@ -136,18 +153,26 @@ def _run(args) -> int:
             cache = open_cache(state.directory, lambda m: print(f"rmmscan: {m}", file=sys.stderr))
         out = sys.stdout
         if args.output:
-            out = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            try:
+                out = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            except OSError as exc:
+                message = exc.strerror or str(exc)
+                raise UsageError(
+                    f"{printable(str(args.output))}: cannot write: {message}"
+                ) from None
         try:
             sink = _sink(args.format, out)
             console = Console(sys.stderr, progress=args.progress and sys.stderr.isatty())
             problems: collections.deque = collections.deque()
             tally = Tally(on_problem=lambda *problem: problems.append(problem))
+            generation = trust_generation(args)
             sweep = Sweep(
                 Pipeline(pack, allowlist, args.emit),
                 inspector,
                 device,
                 cache,
-                trust_generation(args),
+                generation,
+                fingerprint=judgement_fingerprint(pack, allowlist, args.emit, generation, device),
             )
             report_id = _ReportIds(state)
             options = WalkOptions(excludes, args.one_file_system, args.follow_symlinks)
@@ -205,7 +230,7 @@ def _take(result, console, sink, cache, report_id) -> None:
         sink.write(result.rows)
         console.emitted += len(result.rows)
     if cache is not None:
-        for name, key, record in result.store:
-            cache.put(result.path, name, key, record)
+        for name, key, record, judged, flags in result.store:
+            cache.put(result.path, name, key, record, judged, flags)
         if result.gone:
             cache.forget(result.path, result.gone)

@@ -44,9 +44,12 @@ class DirResult:
     rows: list[dict] = field(default_factory=list)
     detections: int = 0
     suppressed: list[tuple[str, str]] = field(default_factory=list)
-    store: list[tuple] = field(default_factory=list)  # (name, key, record | None)
+    store: list[tuple] = field(default_factory=list)  # (name, key, record, judged, flags)
     gone: list[str] = field(default_factory=list)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, kind, message)
+
+
+FLAG_PE, FLAG_SIGNED = 1, 2
 
 
 class Sweep:
@@ -58,9 +61,11 @@ class Sweep:
         cache: ScanCache | None,
         generation: str,
         source: str = "sweep",
+        fingerprint: str | None = None,
     ):
         self.pipeline, self.inspector, self.device = pipeline, inspector, device
         self.cache, self.generation, self.source = cache, generation, source
+        self.fingerprint = fingerprint  # of rules, allowlist, emit policy and trust options
         self.results: queue.Queue = queue.Queue(maxsize=256)
         self.now = dt.datetime.now(dt.UTC)
 
@@ -82,6 +87,12 @@ class Sweep:
                         result.cached += 1
                         if hit[1] is None:
                             continue  # not a PE, unchanged: the fast path of a rescan
+                        if hit[2] is not None and hit[2] == self.fingerprint:
+                            # Judged by these very rules, allowlist and policy, from columns
+                            # that do not change with time: nothing to emit, as before.
+                            result.pe += 1
+                            result.signed += bool(hit[3] & FLAG_SIGNED)
+                            continue
                         record = parse_record(hit[1])
                 self._file(result, directory, name, follow, record, listed)
             except FileNotFoundError:
@@ -113,7 +124,7 @@ class Sweep:
                 if stream is None:
                     os.close(fd)
             if not is_mz:
-                result.store.append((name, key_of(listed), None))
+                result.store.append((name, key_of(listed), None, None, 0))
                 return
 
         def reopen():
@@ -142,14 +153,23 @@ class Sweep:
             facts.close()
         if changed:
             result.problems.append((full, "changed", "changed while it was read"))
+        # The rules' verdict on this file may be remembered only if it cannot change with time:
+        # nothing emitted or suppressed, and no verification read (a certificate expires).
+        quiet = not judgement.rows and not judgement.suppressed
+        judged = self.fingerprint if quiet and "verdict" not in facts.record else None
         if facts.is_pe:
             result.pe += 1
             result.signed += judgement.signed
         result.rows.extend(judgement.rows)
         result.detections += judgement.detections
         result.suppressed.extend(judgement.suppressed)
-        if facts.computed and not changed:
-            result.store.append((name, key_of(listed), facts.record if facts.is_pe else None))
+        if changed or not (facts.computed or judged is not None):
+            return  # nothing the cache does not already hold
+        if not facts.is_pe:
+            result.store.append((name, key_of(listed), None, None, 0))
+            return
+        flags = FLAG_PE | (FLAG_SIGNED if judgement.signed else 0)
+        result.store.append((name, key_of(listed), facts.record, judged, flags))
 
     # -- the calling thread ------------------------------------------------------------------
     def run(self, walk_factory: Callable[[Callable], Walk], consume: Callable[[DirResult], None]):

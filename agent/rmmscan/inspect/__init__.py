@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,7 +65,13 @@ def inspect_stream(stream: BinaryIO, size: int | None = None) -> Inspection:
 
 
 class Inspector:
-    """Holds the trust context, built on the first verification and reused after."""
+    """Holds the trust context, built on the first verification and reused after.
+
+    Verification is serialized: the trust context's certificates are asn1crypto objects that
+    parse lazily on first access, which is not thread-safe (two sweep workers racing on a
+    first verification raised KeyError from inside asn1crypto). Verification runs only for
+    rows a rule or the emission reaches, so the lock costs little.
+    """
 
     def __init__(
         self,
@@ -74,9 +81,23 @@ class Inspector:
     ):
         self._options = (trusted_roots or [], distrust or [], system_roots)
         self._trust = None
+        self._lock = threading.RLock()
+
+    def check_options(self) -> None:
+        """Read the user's trust files now (ValueError/OSError naming the file), cheaply."""
+        from .trustfiles import load_distrust, pem_certificates
+
+        roots, distrust, _ = self._options
+        pem_certificates(roots)
+        for path in distrust:
+            load_distrust(path)
 
     @property
     def trust(self):
+        with self._lock:
+            return self._build()
+
+    def _build(self):
         if self._trust is None:
             from . import trust
 
@@ -87,11 +108,12 @@ class Inspector:
     def verify(
         self, stream: BinaryIO, inspection: Inspection, now: dt.datetime | None = None
     ) -> list[Verdict]:
-        if inspection.verdicts is None:
-            from .verify import verify_all
+        with self._lock:
+            if inspection.verdicts is None:
+                from .verify import verify_all
 
-            broken = bool(LAYOUT_BROKEN.intersection(inspection.anomalies))
-            inspection.verdicts = verify_all(
-                stream, inspection.signatures, self.trust, now, layout_broken=broken
-            )
-        return inspection.verdicts
+                broken = bool(LAYOUT_BROKEN.intersection(inspection.anomalies))
+                inspection.verdicts = verify_all(
+                    stream, inspection.signatures, self._build(), now, layout_broken=broken
+                )
+            return inspection.verdicts

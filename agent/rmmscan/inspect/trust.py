@@ -10,15 +10,14 @@ gets a store holding just those roots, and the same CTL rules as the full store.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from asn1crypto import x509
 
 from . import _signify as sg
 from .model import CertInfo
+from .trustfiles import DistrustEntry, load_distrust, pem_certificates
 
 
 class IndexedTrustList:
@@ -43,14 +42,6 @@ class IndexedTrustList:
                 f"The root {root} is not in the certificate trust list"
             )
         return subject.verify_trust(chain, *args, **kwargs)
-
-
-@dataclass(frozen=True, slots=True)
-class DistrustEntry:
-    reason: str
-    sha1: str = ""
-    serial: str = ""  # hex of the INTEGER content octets, as in CertificateSerialNumber
-    issuer: str = ""  # issuer CN; with serial, narrows a serial to one CA
 
 
 @dataclass
@@ -120,42 +111,8 @@ def hashable(name: x509.Name) -> str:
         return "der:" + name.dump().hex()
 
 
-def load_distrust(path: Path | None = None) -> list[DistrustEntry]:
-    """The shipped list (data/distrust.json), or a user's file in the same format."""
-    if path is None:
-        text = resources.files("rmmscan").joinpath("data/distrust.json").read_text("utf-8")
-        source = "rmmscan/data/distrust.json"
-    else:
-        text = path.read_text("utf-8")
-        source = str(path)
-    try:
-        doc = json.loads(text)
-        return [
-            DistrustEntry(
-                reason=e["reason"],
-                sha1=e.get("sha1", "").lower(),
-                serial=e.get("serial", "").lower(),
-                issuer=e.get("issuer", ""),
-            )
-            for e in doc["certificates"]
-        ]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(
-            f"{source}: not a distrust list ({exc}); expected "
-            '{"certificates": [{"reason": ..., "sha1": ... | "serial": ..., "issuer": ...}]}'
-        ) from exc
-
-
 def load_pem_roots(paths: list[Path]) -> sg.CertificateStore:
-    certs: list[sg.Certificate] = []
-    for path in paths:
-        data = path.read_bytes()
-        found = sg.Certificate.from_pems(data)
-        if not found:
-            raise ValueError(
-                f"{path}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
-            )
-        certs.extend(found)
+    certs = [sg.Certificate(x509.Certificate.load(der)) for der in pem_certificates(paths)]
     return sg.CertificateStore(certs, trusted=True)
 
 
