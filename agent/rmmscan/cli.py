@@ -17,8 +17,9 @@ COMMANDS = ("scan", "inspect", "rules")
 
 SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
 something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
-root that could not be scanned, or an internal error on a file. Unreadable, vanished and
-special files are listed on stderr and counted in the summary; they do not change the status.
+root that could not be scanned, or an internal error. Unreadable files and directories are
+listed on stderr; those, and files that vanished or changed during the sweep, special files and
+symlinks not followed, are counted in the summary. None of them changes the status.
 
 --exclude: a pattern with a "/" matches the whole path (e.g. '/mnt/backup/*'), one without
 matches a file or directory name (e.g. '*.log'); shell wildcards, repeatable.
@@ -185,10 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except KeyboardInterrupt:
+        print("rmmscan: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`rmmscan ... | head`): rows may be lost, so not success, but
         # no traceback; stdout is pointed at devnull so the interpreter's final flush is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception:  # a bug: say so, with the traceback for the report, and exit 2, never 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"rmmscan {__version__}: internal error (above); please report it", file=sys.stderr)
         return EXIT_ERROR
 
 

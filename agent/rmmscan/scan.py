@@ -2,8 +2,8 @@
 
 Exit status (clamscan's convention): 0 nothing found, 1 detections (takes precedence: a
 finding is never hidden behind an error), 2 an error (bad option or rule pack, a root that
-could not be scanned, an internal error on a file). Unreadable, vanished or special files
-are counted and listed; they do not change the status.
+could not be scanned, an internal error). Unreadable files and directories are listed on
+stderr; they, vanished, changed and special files are counted; none changes the status.
 """
 
 from __future__ import annotations
