@@ -52,9 +52,9 @@ def test_installed_wheel_loads_its_rules_and_scans(wheel, tmp_path):
     wheel.extractall(site)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import rmmscan, rmmscan.rulebook as rb;"
+        "import rmmscan, rmmscan.rulebook as rb, rmmscan.ruletests as rt;"
         "assert rmmscan.__file__.startswith(sys.argv[1]), rmmscan.__file__;"
-        "pack = rb.load_pack(); report = rb.run_tests(pack);"
+        "pack = rb.load_pack(); report = rt.run_tests(pack);"
         "assert report.ok, (report.problems, report.failures[:3]);"
         "print(len(pack.rules), len(report.results))"
     )

@@ -12,16 +12,15 @@ import yaml
 from rmmscan import rules_cli
 from rmmscan.allowlist import load_allowlist, parse_allowlist
 from rmmscan.columns import QUERYABLE
+from rmmscan.rule_export import export
 from rmmscan.rulebook import (
     CUSTOM_TABLE,
     DEFENDER_TABLE,
     Problems,
     RuleLoadError,
-    export,
     load_pack,
-    load_tests,
-    run_tests,
 )
+from rmmscan.ruletests import load_tests, run_tests
 
 from conftest import ROOT
 

@@ -20,7 +20,8 @@ from rmmscan.device import Device
 from rmmscan.inspect import Inspector, hash_stream, inspect_stream, version_info
 from rmmscan.inspect.certificates import cert_info
 from rmmscan.rows import FileRef, make_rows
-from rmmscan.rulebook import load_pack, run_tests
+from rmmscan.rulebook import load_pack
+from rmmscan.ruletests import run_tests
 
 from conftest import PE_DIR, ROOT, TEST_ROOT
 

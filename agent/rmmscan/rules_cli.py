@@ -122,7 +122,7 @@ def _validate(pack, args) -> int:
 
 
 def _test(pack, args) -> int:
-    from .rulebook import run_tests
+    from .ruletests import run_tests
 
     report = run_tests(pack)
     for failure in report.failures:
@@ -138,7 +138,7 @@ def _test(pack, args) -> int:
 
 
 def _export(pack, args) -> int:
-    from .rulebook import export
+    from .rule_export import export
 
     exported = export(pack, args.table)
     try:
