@@ -1,9 +1,10 @@
 """What is known of one file, computed a group of columns at a time and only on first use.
 
-A rule that reads FileName never opens the file; one that reaches Signer parses the
-certificate table; only a rule or an emission that reaches SHA1 or IsTrusted reads the
-whole file. A cache record (cache.py) pre-fills the groups an earlier scan computed, so an
-unchanged file is not opened at all unless a new rule needs a group the record lacks.
+The FILE group comes from the path and a stat; a PE's rows (one per signature) need its
+certificate table parsed; version information, hashes and verification are computed only when
+a rule reaches them or a row is emitted, and only hashes and verification read the whole file.
+A cache record (cache.py) pre-fills the groups an earlier scan computed, so an unchanged file
+is not opened at all unless a new rule needs a group the record lacks.
 """
 
 from __future__ import annotations
