@@ -73,7 +73,11 @@ def excluded(patterns: Sequence[str], path: str, name: str) -> bool:
 
 
 def join(directory: str, name: str) -> str:
-    return directory + name if directory.endswith("/") else directory + "/" + name
+    """os.path.join without its checks (it runs for every file): C:\\ + x, /a + x."""
+    return directory + name if directory.endswith(_SEPS) else directory + os.sep + name
+
+
+_SEPS = ("/", os.sep)
 
 
 def _message(exc: OSError) -> str:
@@ -155,7 +159,7 @@ class Walk:
         if not stat.S_ISREG(st.st_mode):
             self.tally.problem(root, "unreadable roots", "not a directory or a regular file")
             return
-        parent, name = os.path.split(root.rstrip("/") or root)
+        parent, name = os.path.split(root.rstrip("/" + os.sep) or root)
         try:
             directory = open_root(parent or ".", self.options.use_openat)
         except OSError as exc:
