@@ -227,7 +227,12 @@ def _take(result, console, sink, cache, report_id) -> None:
             row["ReportId"] = report_id()
             if row.get("RuleId"):
                 console.detection(row)
-        sink.write(result.rows)
+        try:
+            sink.write(result.rows)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # disk full, a closed file: the rows cannot be delivered
+            raise UsageError(f"cannot write the rows: {exc.strerror or exc}") from None
         console.emitted += len(result.rows)
     if cache is not None:
         for name, key, record, judged, flags in result.store:
