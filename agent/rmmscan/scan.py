@@ -192,7 +192,7 @@ def _run(args) -> int:
                 report_id.close()
         finally:
             if out is not sys.stdout:
-                out.close()
+                _close_output(out, args.output, failing=sys.exc_info()[1] is not None)
         if cache is not None:
             cache.close()
     finally:
@@ -206,6 +206,17 @@ def _run(args) -> int:
         return EXIT_FOUND
     errors = console.problems.get("failed", 0) + console.problems.get("unreadable roots", 0)
     return EXIT_ERROR if errors else EXIT_OK
+
+
+def _close_output(out, name, failing: bool) -> None:
+    """Buffered rows are written at close: a failure there loses rows, so it is an error,
+    unless an error is already on its way (then that one is the news)."""
+    try:
+        out.close()
+    except OSError as exc:
+        if not failing:
+            message = exc.strerror or str(exc)
+            raise UsageError(f"{printable(str(name))}: cannot write: {message}") from None
 
 
 def _take(result, console, sink, cache, report_id) -> None:
