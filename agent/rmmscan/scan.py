@@ -27,6 +27,18 @@ class UsageError(Exception):
     """A bad option or input file: said on stderr, exit 2, nothing scanned."""
 
 
+def distinct_roots(paths) -> list[str]:
+    """The roots in the order given, without repeats or roots inside another: `rmmscan /a /a/b`
+    reports each file once."""
+    kept: list[str] = []
+    for path in paths:
+        if any(path == k or path.startswith(k.rstrip("/" + os.sep) + os.sep) for k in kept):
+            continue
+        inner = [k for k in kept if k.startswith(path.rstrip("/" + os.sep) + os.sep)]
+        kept = [k for k in kept if k not in inner] + [path]
+    return kept
+
+
 def trust_generation(args) -> str:
     """Identifies the trust options: a cached verdict made under other options is redone."""
     h = hashlib.sha1(f"{__version__}|{not args.no_system_roots}".encode())
@@ -133,7 +145,7 @@ def _run(args) -> int:
         inspector.check_options()  # a bad PEM or JSON fails now, before the sweep
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    roots = [os.path.abspath(p) for p in args.paths]
+    roots = distinct_roots(os.path.abspath(p) for p in args.paths)
     excludes = tuple(args.exclude)
 
     from .device import local_device
