@@ -12,10 +12,17 @@ from rmmscan.scan import distinct_roots
 from conftest import PE_DIR, TEST_ROOT
 
 
-def test_distinct_roots_keeps_the_outermost_in_order():
-    assert distinct_roots(["/a/b", "/c", "/a", "/a/b/c", "/c", "/ab"]) == ["/c", "/a", "/ab"]
+def test_distinct_roots_keeps_the_outermost_in_order(tmp_path):
+    a, c, ab = str(tmp_path / "a"), str(tmp_path / "c"), str(tmp_path / "ab")
+    for d in ("a/b/c", "c", "ab"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    got = distinct_roots([a + "/b", c, a, a + "/b/c", c, ab])
+    assert got == [c, a, ab]
     assert distinct_roots(["/"]) == ["/"]
-    assert distinct_roots(["/x", "/"]) == ["/"]
+    assert distinct_roots(["/tmp", "/"]) == ["/"]
+    # a root that does not exist stays, so that it is reported as missing
+    assert distinct_roots([a, a + "/missing"]) == [a, a + "/missing"]
+    assert distinct_roots([a + "/missing", a]) == [a + "/missing", a]
 
 
 def test_overlapping_roots_report_each_file_once(tmp_path):

@@ -29,12 +29,14 @@ class UsageError(Exception):
 
 def distinct_roots(paths) -> list[str]:
     """The roots in the order given, without repeats or roots inside another: `rmmscan /a /a/b`
-    reports each file once."""
+    reports each file once. A root that does not exist is kept, to be reported."""
     kept: list[str] = []
     for path in paths:
-        if any(path == k or path.startswith(k.rstrip("/" + os.sep) + os.sep) for k in kept):
+        inside = any(path == k or path.startswith(k.rstrip("/" + os.sep) + os.sep) for k in kept)
+        if inside and os.path.lexists(path):
             continue
-        inner = [k for k in kept if k.startswith(path.rstrip("/" + os.sep) + os.sep)]
+        prefix = path.rstrip("/" + os.sep) + os.sep
+        inner = [k for k in kept if k.startswith(prefix) and os.path.lexists(k)]
         kept = [k for k in kept if k not in inner] + [path]
     return kept
 
