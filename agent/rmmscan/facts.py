@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from . import rows
+from .cache import key_of
 from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
 
 # The groups a cache record holds, by name; "sig" and "verdict" are lists, one per row.
@@ -176,9 +177,5 @@ class FileFacts:
 
 
 def same_file(before: os.stat_result, after: os.stat_result) -> bool:
-    return (
-        before.st_ino == after.st_ino
-        and before.st_size == after.st_size
-        and before.st_mtime_ns == after.st_mtime_ns
-        and before.st_ctime_ns == after.st_ctime_ns
-    )
+    """The identity the scan cache keys on: device, inode, size, mtime and ctime."""
+    return key_of(before) == key_of(after)

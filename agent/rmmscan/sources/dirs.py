@@ -14,22 +14,11 @@ import os
 import stat
 from collections.abc import Iterator
 
+from .local import FILE_FLAGS, NotRegular, regular_fd
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NONBLOCK", 0)
-# O_NONBLOCK: a FIFO swapped in after the listing cannot hang the open; O_NOCTTY: a terminal
-# device cannot become our controlling terminal.
-FILE_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_BINARY", 0)
-    | getattr(os, "O_NOINHERIT", 0)
-)
 HAS_OPENAT = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
-
-
-class NotRegular(OSError):
-    """Listed as a regular file, but something else by the time it was opened."""
 
 
 class FdDir:
@@ -104,7 +93,7 @@ class PathDir:
     def open_file(self, name: str, follow: bool) -> int:
         full = self._child(name)
         if not follow and stat.S_ISLNK(os.lstat(full).st_mode):
-            raise NotRegular("became a symbolic link")
+            raise NotRegular("became a symbolic link")  # O_NOFOLLOW's ELOOP, by hand
         return os.open(full, FILE_FLAGS)
 
     def close(self) -> None:
@@ -118,11 +107,4 @@ def open_root(path: str, use_openat: bool = HAS_OPENAT) -> FdDir | PathDir:
 def open_regular(directory: FdDir | PathDir, name: str, follow: bool) -> tuple[int, os.stat_result]:
     """Open a listed file read-only; regular files only (it may have been swapped since)."""
     fd = directory.open_file(name, follow)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegular("not a regular file any more")
-        return fd, st
-    except BaseException:
-        os.close(fd)
-        raise
+    return fd, regular_fd(fd, "not a regular file any more")
