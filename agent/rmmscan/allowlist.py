@@ -32,8 +32,10 @@ from .rulebook import (
     RulePack,
     key_nodes,
     line_of,
+    problem_at,
     read_yaml,
     text_line,
+    unknown_keys,
 )
 
 KEYS = ("name", "reason", "where", "rules")
@@ -120,14 +122,8 @@ def _entry(node, value, source: str, text: str, problems: Problems, pack) -> Ent
                      "optionally rules")  # fmt: skip
         return None
     keys = key_nodes(node)
-
-    def bad(key: str, message: str) -> None:
-        problems.add(source, line_of(keys[key][1] if key in keys else node), message)
-
-    for key, (knode, _) in keys.items():
-        if key not in KEYS:
-            problems.add(source, line_of(knode), f"unknown key {key!r}: an entry has "
-                         f"{', '.join(KEYS)}")  # fmt: skip
+    bad = problem_at(keys, node, source, problems)
+    unknown_keys(keys, KEYS, source, problems, f"an entry has {', '.join(KEYS)}")
     for key in ("name", "reason", "where"):
         if not isinstance(value.get(key), str) or not value[key].strip():
             bad(key, f"{key!r} is required, as text: name the deployment, say why it is "

@@ -183,6 +183,22 @@ def line_of(node) -> int:
     return node.start_mark.line + 1
 
 
+def problem_at(keys: dict, node, source: str, problems: Problems) -> Callable[[str, str], None]:
+    """bad(key, message): a problem at the key's value, or at the mapping when it is missing."""
+
+    def bad(key: str, message: str) -> None:
+        problems.add(source, line_of(keys[key][1] if key in keys else node), message)
+
+    return bad
+
+
+def unknown_keys(keys: dict, known, source: str, problems: Problems, has: str) -> None:
+    """A problem for each key of a mapping that is not in `known`; `has` says which are."""
+    for key, (knode, _) in keys.items():
+        if key not in known:
+            problems.add(source, line_of(knode), f"unknown key {key!r}: {has}")
+
+
 def text_line(node) -> int:
     """The line on which a scalar's text starts: the line after a block scalar's `|`."""
     return node.start_mark.line + (2 if getattr(node, "style", None) == "|" else 1)
@@ -277,14 +293,8 @@ def load_rule(resource, display: str, problems: Problems, *, columns=cols.QUERYA
                      "query: ...), not a list or a single value")  # fmt: skip
         return None
     keys = key_nodes(node)
-
-    def bad(key: str, message: str) -> None:
-        problems.add(display, line_of(keys[key][1] if key in keys else node), message)
-
-    for key, (knode, _) in keys.items():
-        if key not in KNOWN:
-            problems.add(display, line_of(knode), f"unknown key {key!r}: a hunting query has "
-                         f"{', '.join(sorted(KNOWN))}")  # fmt: skip
+    bad = problem_at(keys, node, display, problems)
+    unknown_keys(keys, KNOWN, display, problems, f"a hunting query has {', '.join(sorted(KNOWN))}")
     for key in REQUIRED:
         if key not in keys:
             bad(key, f"missing key {key!r}: every rule needs id, name and query")
