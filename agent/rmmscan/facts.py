@@ -18,9 +18,6 @@ from . import rows
 from .cache import key_of
 from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
 
-# The groups a cache record holds, by name; "sig" and "verdict" are lists, one per row.
-GROUPS = ("sig", "version", "hash", "verdict")
-
 
 class FileChanged(OSError):
     """The file is no longer the one that was listed (replaced, truncated, grown)."""
@@ -41,6 +38,8 @@ class FileFacts:
         self._inspector = inspector
         self._stream: BinaryIO | None = None
         self._inspection = None
+        # What a cache record holds: "pe", and the groups "sig" and "verdict" (lists, one per
+        # row), "version" and "hash" (dicts), and "gen" (the trust options of the verdicts).
         self.record: dict = dict(record) if record else {}
         self.computed = False  # a group was computed that the record lacked: store it
         self.now = now or dt.datetime.now(dt.UTC)

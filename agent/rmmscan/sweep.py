@@ -13,7 +13,6 @@ import errno
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -203,7 +202,3 @@ class Sweep:
 
 def make_walk(roots, tally: Tally, options: WalkOptions, jobs: int):
     return lambda visit: Walk(roots, visit, tally, options, jobs)
-
-
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start
