@@ -419,7 +419,7 @@ class Stopped:
     """rmmscan run under strace, stopped (SIGSTOP) right after a chosen system call on a path
     returned, so that a test can change the tree at that exact point, then `resume()`."""
 
-    def __init__(self, *args, state_dir, path, syscall: str, when: int, log: Path):
+    def __init__(self, *args, state_dir, path, syscall: str, when: int, log: Path, stops=1):
         # strace -P follows descriptors: a directory's path matches getdents64 on it, a
         # file's path matches reads of it. The signal is queued when the call is entered and
         # stops the process when the call returns.
@@ -432,15 +432,16 @@ class Stopped:
                 "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=SIGSTOP:when={when}",
             ],
         )  # fmt: skip
-        self.tid = self._wait_stop()
+        self.tids = self._wait_stop(stops)
 
-    def _wait_stop(self, timeout: float = 60) -> int:
+    def _wait_stop(self, stops: int, timeout: float = 60) -> set[int]:
+        """Until `stops` processes stopped: with -j N, N sweep processes list each directory."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
-            m = re.search(r"^(\d+) +--- stopped by SIGSTOP", text, re.M)
-            if m:
-                return int(m.group(1))
+            tids = set(map(int, re.findall(r"^(\d+) +--- stopped by SIGSTOP", text, re.M)))
+            if len(tids) >= stops:
+                return tids
             if self.proc.poll() is not None:
                 _, err = self.proc.communicate()
                 raise AssertionError(f"rmmscan ended before the stop:\n{err.decode()}\n{text}")
@@ -449,7 +450,8 @@ class Stopped:
         raise AssertionError(f"rmmscan never reached the stop:\n{text}")
 
     def resume(self, timeout: float = TIMEOUT) -> Scan:
-        os.kill(self.tid, signal.SIGCONT)
+        for tid in self.tids:
+            os.kill(tid, signal.SIGCONT)
         return finish(self.proc, self.args, timeout)
 
     def kill(self) -> None:

@@ -391,6 +391,7 @@ def test_files_that_vanish_or_are_replaced_after_listing(tmp_path):
         syscall="getdents64",
         when=2,
         log=tmp_path / "strace.log",
+        stops=2,  # both sweep processes list victims/; the one that owns it visits its files
     )
     try:
         os.remove(victims / "gone.exe")

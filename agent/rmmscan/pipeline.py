@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .facts import FileFacts
+from .rule_memo import RuleSet
 
 EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL = "detections", "signed", "all"
 EMIT_CHOICES = (EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL)
@@ -27,7 +28,7 @@ class Pipeline:
     def __init__(self, pack, allowlist=None, emit: str = EMIT_DETECTIONS):
         if emit not in EMIT_CHOICES:
             raise ValueError(f"emit must be one of {', '.join(EMIT_CHOICES)}")
-        self.rules = tuple(pack.rules)
+        self.rules = RuleSet(pack.rules)
         self.allowlist = allowlist
         self.emit = emit
 
@@ -40,9 +41,7 @@ class Pipeline:
             signed = bool(get("IsSigned"))
             out.signed = out.signed or signed
             hits = []
-            for rule in self.rules:
-                if not rule.query.matches(get):
-                    continue
+            for rule in self.rules.matching(get):
                 entry = self.allowlist.suppressing(rule, get) if self.allowlist else None
                 if entry is not None:
                     out.suppressed.append((entry.name, rule.id))

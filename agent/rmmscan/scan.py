@@ -127,7 +127,7 @@ def _run(args) -> int:
     from .rulebook import load_pack
     from .sinks.console import Console
     from .sources.walk import Tally, WalkOptions
-    from .sweep import Sweep, make_walk
+    from .sweep import Sweep
 
     _check_files(args)
     try:
@@ -200,7 +200,7 @@ def _run(args) -> int:
                 console.tick()
 
             try:
-                sweep.run(make_walk(roots, tally, options, args.jobs), consume)
+                sweep.run(roots, tally, options, args.jobs, consume)
                 consume(None)
             finally:
                 report_id.close()

@@ -10,6 +10,10 @@ Paths and names are str as os.scandir gives them (undecodable bytes as surrogate
 os.fsencode gives back the exact bytes, and no per-file conversion is paid.
 Nothing here is fatal: unreadable or vanished directories, special files, symlinks not
 followed, loops and excluded paths are reported to the ``Tally`` and the walk goes on.
+
+Several processes can share one sweep (sweep.py): each walks every directory, but visits,
+and reports what it saw in, only the directories ``owns`` gives it, so the processes together
+visit each directory once, and need no shared state.
 """
 
 from __future__ import annotations
@@ -61,6 +65,19 @@ class Tally:
             self.on_problem(path, what, message)
         else:
             self.count(what)
+
+
+class _Muted(Tally):
+    """The tally of a directory another process owns: that process reports it."""
+
+    def count(self, what: str, n: int = 1) -> None:
+        pass
+
+    def problem(self, path: str, what: str, message: str) -> None:
+        pass
+
+
+_MUTED = _Muted()
 
 
 def excluded(patterns: Sequence[str], path: str, name: str) -> bool:
@@ -120,8 +137,10 @@ class Walk:
         tally: Tally,
         options: WalkOptions = WalkOptions(),
         jobs: int = 4,
+        owns: Callable[[str], bool] | None = None,
     ):
         self.visit, self.tally, self.options = visit, tally, options
+        self.owns = owns  # None: every directory is this walk's
         self.jobs = max(1, jobs)
         self._stack: list[_Dir] = []
         self._cond = threading.Condition()
@@ -146,24 +165,30 @@ class Walk:
         if self._failure is not None:
             raise self._failure
 
+    def _tally(self, path: str) -> Tally:
+        return self.tally if self.owns is None or self.owns(path) else _MUTED
+
     def _start_root(self, root: str) -> None:
         """A root may be a directory or a file; a symlink given as a root is followed."""
+        tally = self._tally(root)
         try:
             st = os.stat(root)
         except OSError as exc:
-            self.tally.problem(root, "unreadable roots", _message(exc))
+            tally.problem(root, "unreadable roots", _message(exc))
             return
         if stat.S_ISDIR(st.st_mode):
             self._push(_Dir(root, root, None, root, st.st_dev, False))
             return
         if not stat.S_ISREG(st.st_mode):
-            self.tally.problem(root, "unreadable roots", "not a directory or a regular file")
+            tally.problem(root, "unreadable roots", "not a directory or a regular file")
+            return
+        if tally is _MUTED:
             return
         parent, name = os.path.split(root.rstrip("/" + os.sep) or root)
         try:
             directory = open_root(parent or ".", self.options.use_openat)
         except OSError as exc:
-            self.tally.problem(root, "unreadable roots", _message(exc))
+            tally.problem(root, "unreadable roots", _message(exc))
             return
         try:
             self.tally.current_root = root
@@ -201,35 +226,36 @@ class Walk:
                         self._cond.notify_all()
 
     # -- one directory ------------------------------------------------------------------
-    def _open(self, item: _Dir) -> Directory | None:
+    def _open(self, item: _Dir, tally: Tally) -> Directory | None:
         try:
             if item.parent is None:
                 return open_root(item.path, self.options.use_openat)
             return item.parent.dir.open_dir(item.name, item.path, item.follow)
         except FileNotFoundError:
-            self.tally.count("vanished")
+            tally.count("vanished")
         except OSError as exc:
             if exc.errno == getattr(os, "ELOOP", -1) or exc.errno == getattr(os, "ENOTDIR", -1):
-                self.tally.count("vanished")  # replaced by a symlink or a file since listed
+                tally.count("vanished")  # replaced by a symlink or a file since listed
             else:
                 kind = "unreadable" if item.parent is not None else "unreadable roots"
-                self.tally.problem(item.path, kind, _message(exc))
+                tally.problem(item.path, kind, _message(exc))
         finally:
             if item.parent is not None:
                 item.parent.release()
         return None
 
     def _list(self, item: _Dir) -> None:
-        directory = self._open(item)
+        tally = self._tally(item.path)
+        directory = self._open(item, tally)
         if directory is None:
             return
         handle = _Handle(directory, 1)
         try:
             st = directory.stat()
-            if not self._enter(item, st):
+            if not self._enter(item, st, tally):
                 return
             self.tally.current_root = item.root
-            files, followed, dirs = self._scan(item, directory)
+            files, followed, dirs = self._scan(item, directory, tally)
             if dirs:
                 with handle.lock:
                     handle.refs += len(dirs)
@@ -237,29 +263,31 @@ class Walk:
                     self._push(
                         _Dir(item.root, join(item.path, name), handle, name, item.root_dev, follow)
                     )
-            self.tally.count("directories")
+            if tally is _MUTED:
+                return
+            tally.count("directories")
             if files:
                 self.visit(item.root, directory, files, followed)
         finally:
             handle.release()
 
-    def _enter(self, item: _Dir, st: os.stat_result) -> bool:
+    def _enter(self, item: _Dir, st: os.stat_result, tally: Tally) -> bool:
         if st.st_dev in self._pseudo:
-            self.tally.count("pseudo file systems skipped")
+            tally.count("pseudo file systems skipped")
             return False
         if self.options.one_file_system and st.st_dev != item.root_dev:
-            self.tally.count("other file systems skipped")
+            tally.count("other file systems skipped")
             return False
         if self.options.follow_symlinks:
             key = (st.st_dev, st.st_ino)
             with self._cond:
                 if key in self._visited:
-                    self.tally.count("symlink loops")
+                    tally.count("symlink loops")
                     return False
                 self._visited.add(key)
         return True
 
-    def _scan(self, item: _Dir, directory: Directory):
+    def _scan(self, item: _Dir, directory: Directory, tally: Tally):
         """(file names, those reached through a followed symlink, subdirectories)."""
         files: list[str] = []
         followed: set[str] = set()
@@ -269,12 +297,12 @@ class Walk:
             with directory.scandir() as it:
                 entries = list(it)
         except OSError as exc:
-            self.tally.problem(item.path, "unreadable", _message(exc))
+            tally.problem(item.path, "unreadable", _message(exc))
             return files, NO_LINKS, dirs
         for entry in entries:
             name = entry.name
             if excludes and excluded(excludes, join(item.path, name), name):
-                self.tally.count("excluded")
+                tally.count("excluded")
                 continue
             try:
                 if entry.is_file(follow_symlinks=False):
@@ -282,21 +310,21 @@ class Walk:
                 elif entry.is_dir(follow_symlinks=False):
                     dirs.append((name, False))
                 elif entry.is_symlink():
-                    self._symlink(directory, name, files, followed, dirs)
+                    self._symlink(directory, name, files, followed, dirs, tally)
                 else:
-                    self.tally.count("special")
+                    tally.count("special")
             except OSError:
-                self.tally.count("vanished")
+                tally.count("vanished")
         return files, frozenset(followed) if followed else NO_LINKS, dirs
 
-    def _symlink(self, directory: Directory, name: str, files, followed, dirs) -> None:
+    def _symlink(self, directory: Directory, name: str, files, followed, dirs, tally) -> None:
         if not self.options.follow_symlinks:
-            self.tally.count("symlinks not followed")
+            tally.count("symlinks not followed")
             return
         try:
             st = directory.stat_child(name, True)
         except OSError:
-            self.tally.count("dangling symlinks")  # dangling, a loop, or no permission
+            tally.count("dangling symlinks")  # dangling, a loop, or no permission
             return
         if stat.S_ISDIR(st.st_mode):
             dirs.append((name, True))
@@ -304,4 +332,4 @@ class Walk:
             files.append(name)
             followed.add(name)
         else:
-            self.tally.count("special")
+            tally.count("special")
