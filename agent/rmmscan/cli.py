@@ -153,8 +153,9 @@ def _add_scan(sub) -> None:
         type=_positive,
         default=os.cpu_count() or 4,
         metavar="N",
-        help="worker threads (default: the number of CPUs); they help where the disk is the "
-        "limit, while on files already in memory 1 is fastest (Python's GIL)",
+        help="sweep processes, each walking the tree and reading the directories it owns "
+        "(default: the number of CPUs); 1 sweeps in this process; where the OS cannot fork "
+        "(Windows), N threads",
     )
     p.add_argument(
         "--no-cache",
