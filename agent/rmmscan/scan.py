@@ -158,6 +158,7 @@ def _run(args) -> int:
     except (OSError, sqlite3.Error) as exc:
         where = args.state_dir or "the default state directory"
         raise UsageError(f"{printable(str(where))}: unusable state directory ({exc})") from None
+    inspector.names_file = state.directory / "trust-names.json"
     try:
         device = local_device(state)
         cache = None

@@ -80,6 +80,7 @@ class Inspector:
         system_roots: bool = True,
     ):
         self._options = (trusted_roots or [], distrust or [], system_roots)
+        self.names_file: Path | None = None  # the trust context's saved names (trust.build)
         self._trust = None
         self._lock = threading.RLock()
 
@@ -102,7 +103,7 @@ class Inspector:
             from . import trust
 
             roots, distrust, system = self._options
-            self._trust = trust.build(roots, distrust, system)
+            self._trust = trust.build(roots, distrust, system, self.names_file)
         return self._trust
 
     def verify(

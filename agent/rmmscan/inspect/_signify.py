@@ -56,6 +56,10 @@ def _install() -> None:
 _install()
 
 
+# Name DER -> Name.hashable, process-wide (see below); trust.py saves the roots' entries.
+NAME_MEMO: dict[bytes, str] = {}
+
+
 def _cache_name_hashable() -> None:
     """asn1crypto's ``Name.hashable`` (RFC 4518 string preparation of every attribute) is
     recomputed for each new Name object; certvalidator calls it for every certificate of
@@ -66,7 +70,7 @@ def _cache_name_hashable() -> None:
     original = x509.Name.hashable
     if getattr(original.fget, "rmmscan_cached", False):
         return
-    cache: dict[bytes, str] = {}
+    cache = NAME_MEMO
 
     def hashable(self) -> str:
         der = self.dump()
