@@ -129,7 +129,7 @@ class Sweep:
             listed_names = set(files)
             result.gone = [name for name in cached if name not in listed_names]
         if self._send is not None:
-            self._send(("dir", result))  # blocks while the pipe is full: memory stays flat
+            self._send(("dir", result))
             return
         while len(self.results) >= _BACKLOG and not self._walked.is_set():
             time.sleep(0.002)  # the writer is behind (a slow pipe): wait, keep memory flat
@@ -147,7 +147,8 @@ class Sweep:
                 if stream is None:
                     os.close(fd)
             if not is_mz:
-                result.store.append((name, key_of(listed), None, None, 0))
+                if self.cache is not None:
+                    result.store.append((name, key_of(listed), None, None, 0))
                 return
 
         def reopen():
@@ -186,7 +187,7 @@ class Sweep:
         result.rows.extend(judgement.rows)
         result.detections += judgement.detections
         result.suppressed.extend(judgement.suppressed)
-        if changed or not (facts.computed or judged is not None):
+        if self.cache is None or changed or not (facts.computed or judged is not None):
             return  # nothing the cache does not already hold
         if not facts.is_pe:
             result.store.append((name, key_of(listed), None, None, 0))
@@ -259,7 +260,7 @@ class Sweep:
             while waiting:
                 for receiver in multiprocessing.connection.wait(list(waiting), _PROGRESS_S):
                     try:
-                        kind, payload = receiver.recv()
+                        messages = receiver.recv()
                     except EOFError:
                         child, share = waiting.pop(receiver)
                         child.join()
@@ -272,15 +273,16 @@ class Sweep:
                                 "owned may not all have been swept",
                             )
                         continue
-                    if kind == "dir":
-                        tally.current_root = payload.root
-                        consume(payload)
-                    elif kind == "problem":
-                        tally.problem(*payload)
-                    elif kind == "end":
-                        ended.add(waiting[receiver][1])
-                        for what, n in payload.items():
-                            tally.count(what, n)
+                    for kind, payload in messages:
+                        if kind == "dir":
+                            tally.current_root = payload.root
+                            consume(payload)
+                        elif kind == "problem":
+                            tally.problem(*payload)
+                        elif kind == "end":
+                            ended.add(waiting[receiver][1])
+                            for what, n in payload.items():
+                                tally.count(what, n)
                 consume(None)
         except BaseException:
             for child, _ in children:  # Ctrl-C, output closed: the others stop too
@@ -305,10 +307,20 @@ class Sweep:
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
             lock = threading.Lock()
+            batch: list = []
+            sent = time.monotonic()
 
-            def send(message) -> None:
+            def send(message, flush: bool = False) -> None:
+                # Batched: a message per directory cost more to pickle and pass than a
+                # rescan's whole work on the directory.
+                nonlocal sent
                 with lock:
-                    sender.send(message)
+                    batch.append(message)
+                    now = time.monotonic()
+                    if flush or len(batch) >= _BATCH or now - sent >= _BATCH_S:
+                        sender.send(batch)  # blocks while the pipe is full: memory stays flat
+                        batch.clear()
+                        sent = now
 
             self._send = send
             tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
@@ -317,7 +329,7 @@ class Sweep:
                 return zlib.crc32(os.fsencode(path)) % shares == share
 
             Walk(roots, self.visit, tally, options, 1, owns=owns).run()
-            send(("end", tally.counts))
+            send(("end", tally.counts), flush=True)
         except BaseException:
             code = 1
             try:  # a bug, not bad input: the traceback, as a thread's would be
@@ -342,3 +354,4 @@ _BACKLOG = 1024  # directories waiting for the writer
 _DRAIN_S = 0.02
 _PROGRESS_S = 0.25
 _STOP_S = 2.0
+_BATCH, _BATCH_S = 64, 0.05  # a sweep process's messages: at most this many, or this late
