@@ -440,8 +440,9 @@ class Stopped:
         while time.monotonic() < end:
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
             tids = set(map(int, re.findall(r"^(\d+) +--- stopped by SIGSTOP", text, re.M)))
-            if len(tids) >= stops:
-                return tids
+            processes = {_process_of(tid) for tid in tids}  # strace names each thread
+            if len(processes) >= stops:
+                return processes
             if self.proc.poll() is not None:
                 _, err = self.proc.communicate()
                 raise AssertionError(f"rmmscan ended before the stop:\n{err.decode()}\n{text}")
@@ -458,6 +459,16 @@ class Stopped:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+def _process_of(tid: int) -> int:
+    """The process (thread group) a thread belongs to."""
+    try:
+        status = Path(f"/proc/{tid}/status").read_text()
+    except OSError:
+        return tid
+    m = re.search(r"^Tgid:\s+(\d+)", status, re.M)
+    return int(m.group(1)) if m else tid
 
 
 # -- strace: which files were opened --------------------------------------------------------------

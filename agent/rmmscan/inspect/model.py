@@ -71,6 +71,7 @@ class SignatureInfo:
     problems: list[str] = field(default_factory=list)  # why it is Malformed, if it is
     entry: int = 0  # which certificate-table entry holds it
     asn1: object = field(default=None, repr=False, compare=False)  # parsed SignedData
+    der: bytes = field(default=b"", repr=False, compare=False)  # its ContentInfo, unparsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import hashlib
 from typing import BinaryIO
 
 from . import _signify as sg
+from .authenticode import signed_data
 from .certificates import cert_info
 from .model import CertInfo, SignatureInfo, Status, Verdict
 from .trust import TrustStore, hashable, name_key
@@ -66,7 +67,7 @@ def verify_all(
 def _verify_one(
     pe, sig: SignatureInfo, digests: dict[str, bytes], trust: TrustStore, now: dt.datetime
 ) -> Verdict:
-    if sig.signer is None or sig.asn1 is None:
+    if sig.signer is None or (not sig.der and sig.asn1 is None):
         return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
     path = _candidate_chain(sig, trust)
     root_ms = bool(path) and path[-1].sha1 in trust.microsoft
@@ -74,7 +75,7 @@ def _verify_one(
     if hit is not None:
         return Verdict(Status.DISTRUSTED, False, root_ms, hit.reason, tuple(path))
     try:
-        signature = _Signature(sig.asn1, signed_file=pe)
+        signature = _Signature(signed_data(sig), signed_file=pe)
         indirect = signature.indirect_data
         algorithm = indirect.digest_algorithm().name
         signed_digest = indirect.digest
