@@ -15,6 +15,7 @@ tests/test_authenticode_fast.py holds them equal on samples, real-world and muta
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, tsp
 
@@ -110,14 +111,47 @@ def _walk(signed_data: cms.SignedData, entry: int, depth: int, out: list[Signatu
     _nested(info, nested, entry, depth, out)
 
 
-def _attributes(info: SignatureInfo, attrs) -> list[cms.ContentInfo]:
-    """Timestamps onto `info`; the nested signatures' ContentInfos returned."""
-    nested = []
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """An unsigned attribute der.py located, of a type below: what asn1crypto would give."""
+
+    kind: str  # its type, as asn1crypto names it
+    der: bytes  # the whole Attribute
+    values: bytes  # the contents of its SET of values
+    nested: tuple[bytes, ...]  # each value, whole (ContentInfos, for a nested signature)
+
+
+# The attribute types read without asn1crypto, by the exact DER of their OID.
+_LOCATED = {
+    cms.CMSAttributeType(kind).dump(): kind
+    for kind in (*_TIMESTAMP_ATTRS, "microsoft_nested_signature")
+}
+
+
+def _locate(blob: bytes, start: int, end: int) -> _Located | cms.CMSAttribute:
+    found = der.attribute(blob, start, end)
+    if found is not None and found[0] in _LOCATED:
+        oid, (a, b), values = found
+        if all(blob[x] == 0x30 for x, _ in values):  # as SetOfContentInfo requires
+            return _Located(_LOCATED[oid], blob[start:end], blob[a:b],
+                            tuple(blob[x:y] for x, y in values))  # fmt: skip
+    return cms.CMSAttribute.load(blob[start:end])
+
+
+def _attributes(info: SignatureInfo, attrs) -> list[cms.ContentInfo | bytes]:
+    """Timestamps onto `info`; the nested signatures' ContentInfos (or their DER) returned."""
+    nested: list[cms.ContentInfo | bytes] = []
     for attr in attrs:
         try:
-            kind = attr["type"].native
+            if isinstance(attr, _Located):
+                kind = attr.kind
+                if kind == "microsoft_nested_signature":
+                    nested.extend(attr.nested)
+                    continue
+            else:
+                kind = attr["type"].native
             if kind in _TIMESTAMP_ATTRS and info.countersignature_time is None:
-                info.countersignature_time = _rfc3161_time(attr["values"])
+                info.countersignature_time = _rfc3161_time(attr)
                 info.countersignature_kind = "rfc3161"
             elif kind == "counter_signature" and info.countersignature_time is None:
                 info.countersignature_time = _pkcs9_time(attr["values"][0])
@@ -134,8 +168,11 @@ def _nested(info: SignatureInfo, nested, entry: int, depth: int, out) -> None:
         info.problems.append(f"nested signatures deeper than {MAX_DEPTH} not read")
         return
     for value in nested:
-        if FAST and _fast(value.dump(), entry, depth + 1, out):
+        blob = value if isinstance(value, bytes) else value.dump()
+        if FAST and _fast(blob, entry, depth + 1, out):
             continue
+        if isinstance(value, bytes):
+            value = cms.ContentInfo.load(value)
         try:
             if value["content_type"].native != "signed_data":
                 raise ValueError("nested signature is not SignedData")
@@ -163,22 +200,27 @@ def _certificates(signed_data: cms.SignedData, problems: list[str]) -> list[Cert
 
 def _fast(blob: bytes, entry: int, depth: int, out: list[SignatureInfo]) -> bool:
     """What _walk gives for the ContentInfo `blob`, read with der.py; False (and `out` as it
-    was) when the encoding is not the plain DER shape: asn1crypto then reads it."""
+    was) when the encoding is not the plain DER shape, or when a part is faulty (a
+    certificate that does not parse, a signer not found): asn1crypto then reads it all, and
+    its lazy parse decides which fault it reports."""
     if len(out) >= MAX_SIGNATURES:
         return False  # _walk's own handling
     shape = der.signed_data(blob)
-    if shape is None:
+    if shape is None or shape.sid is None:  # a subjectKeyIdentifier: no signer, a fault
         return False
     try:
-        certificates = [cert_info_or_problem(blob[a:b]) for a, b in shape.certificates]
-        sid = shape.sid
+        certificates = tuple(cert_info(blob[a:b]) for a, b in shape.certificates)
         digest = algos.DigestAlgorithmId.load(blob[shape.digest_oid[0] : shape.digest_oid[1]])
         digest_algorithm = digest.native
-        serial = None
-        if sid is not None:
-            serial = core.Integer.load(blob[sid.serial[0] : sid.serial[1]]).native
-        attrs = [cms.CMSAttribute.load(blob[a:b]) for a, b in shape.unsigned]
+        serial = core.Integer.load(blob[shape.sid.serial[0] : shape.sid.serial[1]]).native
+        attrs = [_locate(blob, a, b) for a, b in shape.unsigned]
     except _ERRORS:
+        return False
+    issuer = blob[shape.sid.issuer[0] : shape.sid.issuer[1]]
+    signer = next(
+        (c for c in certificates if c.serial_int == serial and c.issuer_key == issuer), None
+    )
+    if signer is None:
         return False
     info = _malformed(len(out), entry, "")
     info.problems.clear()
@@ -187,27 +229,11 @@ def _fast(blob: bytes, entry: int, depth: int, out: list[SignatureInfo]) -> bool
     if shape.signer_infos != 1:
         info.problems.append(f"{shape.signer_infos} SignerInfos, Authenticode requires 1")
     info.digest_algorithm = digest_algorithm
-    info.certificates = tuple(c for c in certificates if isinstance(c, CertInfo))
-    info.problems.extend(c for c in certificates if isinstance(c, str))
-    if sid is not None:
-        issuer = blob[sid.issuer[0] : sid.issuer[1]]
-        info.signer = next(
-            (c for c in info.certificates if c.serial_int == serial and c.issuer_key == issuer),
-            None,
-        )
-    if info.signer is None:
-        info.problems.append("the signer's certificate is not in the signature")
-    else:
-        info.issuer = _find_issuer(info.signer, info.certificates)
+    info.certificates = certificates
+    info.signer = signer
+    info.issuer = _find_issuer(signer, certificates)
     _nested(info, _attributes(info, attrs), entry, depth, out)
     return True
-
-
-def cert_info_or_problem(certificate: bytes) -> CertInfo | str:
-    try:
-        return cert_info(certificate)
-    except ValueError as exc:
-        return str(exc)
 
 
 def _find_signer(sid: cms.SignerIdentifier, certs: tuple[CertInfo, ...]) -> CertInfo | None:
@@ -230,19 +256,23 @@ def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | No
     return None
 
 
-def _rfc3161_time(values: cms.SetOfContentInfo) -> dt.datetime:
-    """genTime of the first timestamp token.
+def _rfc3161_time(attr: _Located | cms.CMSAttribute) -> dt.datetime:
+    """genTime of the attribute's first timestamp token.
 
     The token is a whole SignedData (certificates, signer) around a small TSTInfo; walking
     to genTime with der.py costs a twentieth of building its objects. Anything unexpected
     takes the full parse, which names the fault.
     """
-    gen_time = der.timestamp_time(values.contents)
+    located = isinstance(attr, _Located)
+    gen_time = der.timestamp_time(attr.values if located else attr["values"].contents)
     if gen_time is not None:
         try:
             return _utc(core.GeneralizedTime(contents=gen_time).native)
         except _ERRORS:
             pass
+    if located:
+        attr = cms.CMSAttribute.load(attr.der)
+    values = attr["values"]
     content = values[0]["content"]["encap_content_info"]["content"]
     parsed = content.parsed
     tst = parsed if isinstance(parsed, tsp.TSTInfo) else tsp.TSTInfo.load(content.contents)

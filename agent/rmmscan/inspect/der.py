@@ -27,7 +27,6 @@ _SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")  # 1.2.840.113549.1.7
 _MAX_CHILDREN = 256  # certificates, attributes: far more than any real signature holds
 _SEQUENCE, _SET, _INTEGER, _OID, _OCTETS = 0x30, 0x31, 0x02, 0x06, 0x04
 _CTX0, _CTX1, _CTX0_PRIMITIVE = 0xA0, 0xA1, 0x80
-_OTHER_CERTIFICATE_CHOICES = (0xA0, 0xA1, 0xA2, 0xA3)  # skipped, as authenticode.py does
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +38,7 @@ class IssuerSerial:
 @dataclass(frozen=True, slots=True)
 class SignedDataShape:
     end: int  # where the ContentInfo ends
-    certificates: tuple[Span, ...]  # each Certificate, whole (other choices left out)
+    certificates: tuple[Span, ...]  # each Certificate, whole
     signer_infos: int
     sid: IssuerSerial | None  # None: a subjectKeyIdentifier
     digest_oid: Span  # the first SignerInfo's digestAlgorithm OID, whole
@@ -115,10 +114,11 @@ def signed_data(blob: bytes) -> SignedDataShape | None:
         if choices is None:
             return None
         for choice in choices:
-            if choice[0] == _SEQUENCE:
-                certificates.append((choice[1], choice[3]))
-            elif choice[0] not in _OTHER_CERTIFICATE_CHOICES:
+            # Only certificates: asn1crypto parses the other choices (attribute
+            # certificates...) as it resolves them, and may fail the SignedData.
+            if choice[0] != _SEQUENCE:
                 return None
+            certificates.append((choice[1], choice[3]))
     signer_infos = _children(blob, fields[-1])
     if not signer_infos or any(s[0] != _SEQUENCE for s in signer_infos):
         return None
@@ -184,3 +184,19 @@ def _nth(data: bytes, parent: _Element, index: int) -> _Element | None:
             return None
         pos = child[3]
     return child
+
+
+def attribute(blob: bytes, start: int, end: int) -> tuple[bytes, Span, tuple[Span, ...]] | None:
+    """An Attribute ::= SEQUENCE { type OID, values SET }: (the OID, whole; the SET's
+    contents; each value, whole), or None unless it is exactly that shape."""
+    element = _element(blob, start, end)
+    if element is None or element[0] != _SEQUENCE or element[3] != end:
+        return None
+    fields = _children(blob, element)
+    if fields is None or not _expect(fields, (_OID, _SET)):
+        return None
+    values = _children(blob, fields[1])
+    if values is None:
+        return None
+    oid = blob[fields[0][1] : fields[0][3]]
+    return oid, (fields[1][2], fields[1][3]), tuple((v[1], v[3]) for v in values)
