@@ -115,3 +115,36 @@ def test_open_descriptors_stay_bounded(tmp_path):
     Walk([str(tmp_path)], visit, Tally(), WalkOptions(), 4).run()
     assert peak - before <= 4 * 4 + 4  # about depth x workers, not 1,260 directories
     assert len(os.listdir("/proc/self/fd")) == before  # and every one is closed
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["links-not-followed", "following-links"])
+def test_shares_of_a_walk_visit_each_file_once_and_count_each_thing_once(tree, follow):
+    """Sweep processes (sweep.py) each walk the whole tree and visit what `owns` gives them:
+    together they must see what one walk sees, each file once, each count once."""
+    import zlib
+
+    whole, whole_counts = walk(tree, follow_symlinks=follow)
+    shares = 3
+    seen_by: list[set[str]] = []
+    totals: dict[str, int] = {}
+    for share in range(shares):
+        seen: set[str] = set()
+
+        def visit(_root, directory, files, followed, seen=seen):
+            seen.update(
+                os.path.join(directory.path, f) + ("@" if f in followed else "") for f in files
+            )
+
+        def owns(path: str, share=share) -> bool:
+            return zlib.crc32(os.fsencode(path)) % shares == share
+
+        tally = Tally()
+        options = WalkOptions(follow_symlinks=follow)
+        Walk([str(tree)], visit, tally, options, 1, owns=owns).run()
+        seen_by.append(seen)
+        for what, n in tally.counts.items():
+            totals[what] = totals.get(what, 0) + n
+    assert set().union(*seen_by) == whole
+    assert sum(len(s) for s in seen_by) == len(whole)  # no file in two shares
+    assert sum(bool(s) for s in seen_by) >= 2  # the files really were shared out
+    assert totals == whole_counts
