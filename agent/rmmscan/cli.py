@@ -12,6 +12,7 @@ from . import __version__
 from .text import printable
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 
 COMMANDS = ("scan", "inspect", "rules")
 
@@ -151,11 +152,11 @@ def _add_scan(sub) -> None:
         "--jobs",
         "-j",
         type=_positive,
-        default=os.cpu_count() or 4,
+        default=min(os.cpu_count() or 1, MAX_DEFAULT_JOBS),
         metavar="N",
         help="sweep processes, each walking the tree and reading the directories it owns "
-        "(default: the number of CPUs); 1 sweeps in this process; where the OS cannot fork "
-        "(Windows), N threads",
+        f"(default: the number of CPUs, at most {MAX_DEFAULT_JOBS}: each adds about 40 MiB); "
+        "1 sweeps in this process; where the OS cannot fork (Windows), N threads",
     )
     p.add_argument(
         "--no-cache",
