@@ -1,7 +1,8 @@
 """The trust context's two shortcuts give what signify's own code gives: the CTL index by
 raw identifier finds the same subject as signify's index for every entry of the real
 authroot.stl, and saved root names give the same index as normalizing them afresh; a saved
-file that is damaged, or lies in its format, is ignored."""
+file that is damaged, too large, of another format or normalized by another asn1crypto is
+ignored."""
 
 from __future__ import annotations
 
@@ -50,8 +51,13 @@ def test_a_damaged_names_file_is_ignored(tmp_path):
     names = tmp_path / "trust-names.json"
     sg.NAME_MEMO.clear()
     fresh = _index(trust.build([TEST_ROOT]))
+    trust.build([TEST_ROOT], names_file=names)
+    good = json.loads(names.read_text())
+    other = dict(good, normalizer="asn1crypto 0.0.1")  # another normalizer: not trusted
+    assert trust.load_names(names)
     for text in ("{not json", '{"format": 2, "names": {}}', '{"format": 1, "names": {"zz": "x"}}',
-                 '{"format": 1, "names": []}', "[]", ""):  # fmt: skip
+                 '{"format": 1, "names": []}', "[]", "", json.dumps(other),
+                 " " * (trust._NAMES_MAX + 1)):  # fmt: skip
         names.write_text(text)
         assert trust.load_names(names) == {}
         sg.NAME_MEMO.clear()

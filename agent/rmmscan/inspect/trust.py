@@ -173,13 +173,26 @@ def build(
 
 
 _NAMES_FORMAT = 1
+_NAMES_MAX = 16 * 1024 * 1024  # bytes; ~550 roots take 0.2 MB
+
+
+def _normalizer() -> str:
+    """Who normalized the names: another asn1crypto may prepare them differently."""
+    import asn1crypto
+
+    return f"asn1crypto {asn1crypto.__version__}"
 
 
 def load_names(path: Path) -> dict[bytes, str]:
-    """Saved normalized names; anything unreadable or malformed is ignored (recomputed)."""
+    """Saved normalized names; anything unreadable, malformed, too large or normalized by
+    another asn1crypto is ignored (recomputed)."""
     try:
-        data = json.loads(path.read_bytes()[: 16 * 1024 * 1024])
-        if data.get("format") != _NAMES_FORMAT:
+        with open(path, "rb") as f:
+            raw = f.read(_NAMES_MAX + 1)
+        if len(raw) > _NAMES_MAX:
+            return {}
+        data = json.loads(raw)
+        if data.get("format") != _NAMES_FORMAT or data.get("normalizer") != _normalizer():
             return {}
         return {
             bytes.fromhex(der): key for der, key in data["names"].items() if isinstance(key, str)
@@ -190,7 +203,11 @@ def load_names(path: Path) -> dict[bytes, str]:
 
 def save_names(path: Path, names: dict[bytes, str]) -> None:
     """Atomically, and never fatally: the file only saves time."""
-    data = {"format": _NAMES_FORMAT, "names": {der.hex(): key for der, key in names.items()}}
+    data = {
+        "format": _NAMES_FORMAT,
+        "normalizer": _normalizer(),
+        "names": {der.hex(): key for der, key in names.items()},
+    }
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(data), "utf-8")
