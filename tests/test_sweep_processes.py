@@ -14,7 +14,7 @@ import time
 
 import psutil
 import pytest
-from sweeptree import PE_DIR, TIMEOUT, finish, opened_paths, scan, stable_set, start
+from sweeptree import PE_DIR, TIMEOUT, Stopped, finish, opened_paths, scan, stable_set, start
 
 DIRS = 12
 
@@ -108,3 +108,30 @@ def test_ctrl_c_ends_every_sweep_process(tree, tmp_path):
     assert b"Traceback" not in err
     _, alive = psutil.wait_procs(sweepers, timeout=5)
     assert not alive
+
+
+def test_sweep_processes_end_when_the_parent_is_killed(tmp_path):
+    """SIGTERM (or the OOM killer) ends the parent without its cleanup: its sweep processes
+    must notice, not block forever on a pipe nobody reads. Both are held at their first
+    listing of the root until the parent is gone, then let go over 3,000 folders of results."""
+    root = tmp_path / "wide"
+    for i in range(3000):  # results well past a pipe's 64 KiB
+        (root / f"d{i:04}").mkdir(parents=True)
+        (root / f"d{i:04}" / "x.txt").write_text("x")
+    run = Stopped("--format", "jsonl", "-j", "2", root, state_dir=tmp_path / "state",
+                  path=root, syscall="getdents64", when=1, log=tmp_path / "strace.log",
+                  stops=2)  # fmt: skip
+    tracer = psutil.Process(run.proc.pid)
+    parent = next(p for p in tracer.children() if "rmmscan" in " ".join(p.cmdline()))
+    sweepers = parent.children()
+    assert len(sweepers) == 2
+    parent.send_signal(signal.SIGTERM)
+    psutil.wait_procs([parent], timeout=10)
+    for tid in run.tids:
+        os.kill(tid, signal.SIGCONT)
+    _, alive = psutil.wait_procs(sweepers, timeout=30)
+    for p in alive:
+        p.kill()
+    _, err = run.proc.communicate(timeout=30)
+    assert not alive, "a sweep process outlived its parent"
+    assert b"Traceback" not in err

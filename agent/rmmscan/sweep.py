@@ -242,11 +242,13 @@ class Sweep:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # a child must not inherit, and write again, buffered output
         children = []
+        receivers = []
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
+            receivers.append(receiver)
             child = context.Process(
                 target=self._child,
-                args=(roots, options, share, jobs, sender),
+                args=(roots, options, share, jobs, sender, tuple(receivers)),
                 name=f"rmmscan-sweep-{share}",
                 daemon=True,
             )
@@ -297,7 +299,7 @@ class Sweep:
                 child.join()
                 receiver.close()
 
-    def _child(self, roots, options, share: int, shares: int, sender) -> None:
+    def _child(self, roots, options, share: int, shares: int, sender, receivers) -> None:
         """One sweep process: its share of the directories, results down the pipe.
 
         Leaves with os._exit: nothing inherited from the parent (the scan cache's and the
@@ -305,6 +307,10 @@ class Sweep:
         """
         code = 0
         try:
+            # The read ends it inherited: were one left open, a parent that died (SIGTERM,
+            # OOM) would leave this process blocked on a full pipe forever, not ended by it.
+            for receiver in receivers:
+                receiver.close()
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
             lock = threading.Lock()
             batch: list = []
@@ -329,6 +335,8 @@ class Sweep:
 
             Walk(roots, self.visit, tally, options, 1, owns=owns).run()
             send(("end", tally.counts), flush=True)
+        except (BrokenPipeError, ConnectionResetError):
+            code = 1  # the parent is gone: nobody to report to
         except BaseException:
             code = 1
             try:  # a bug, not bad input: the traceback, as a thread's would be
