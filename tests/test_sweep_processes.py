@@ -10,11 +10,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest
-from sweeptree import PE_DIR, TIMEOUT, Stopped, finish, opened_paths, scan, stable_set, start
+from sweeptree import PE_DIR, Stopped, finish, opened_paths, scan, stable_set, start
 
 DIRS = 12
 
@@ -79,32 +78,29 @@ def test_a_sweep_process_killed_midway_is_reported(tree, tmp_path):
     assert str(victim) not in {r["FolderPath"] for r in done.rows}
 
 
+def _rmmscan_under(tracer_pid: int) -> psutil.Process:
+    """The rmmscan parent that strace (tracer_pid) runs."""
+    return next(
+        p for p in psutil.Process(tracer_pid).children() if "rmmscan" in " ".join(p.cmdline())
+    )
+
+
 def test_ctrl_c_ends_every_sweep_process(tree, tmp_path):
     """One sweep process is stopped (SIGSTOP, as strace's inject does) inside the sweep, so
     the run cannot end by itself; SIGINT to the parent must still end all of them."""
-    log = tmp_path / "stop.log"
-    victim = tree / "d03" / "sub" / "agent.exe"
-    proc = start(
-        "--format", "jsonl", "-j", "2", tree,
-        state_dir=tmp_path / "state",
-        prefix=["strace", "-f", "-y", "-qq", "-o", str(log), "-P", str(victim),
-                "-e", "trace=read", "-e", "inject=read:signal=SIGSTOP"],
-    )  # fmt: skip
-    end = time.monotonic() + TIMEOUT
-    while "stopped by SIGSTOP" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < end and proc.poll() is None, "never stopped"
-        time.sleep(0.02)
-    tracer = psutil.Process(proc.pid)
-    parent = next(p for p in tracer.children() if "rmmscan" in " ".join(p.cmdline()))
+    run = Stopped("--format", "jsonl", "-j", "2", tree, state_dir=tmp_path / "state",
+                  path=tree / "d03" / "sub" / "agent.exe", syscall="read", when=1,
+                  log=tmp_path / "stop.log")  # fmt: skip
+    parent = _rmmscan_under(run.proc.pid)
     sweepers = parent.children()  # the other one may have finished its share already
     assert any(p.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP) for p in sweepers)
     parent.send_signal(signal.SIGINT)
     try:
-        _, err = proc.communicate(timeout=60)
+        _, err = run.proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        run.proc.kill()
         raise
-    assert proc.returncode == 130, err.decode()  # strace exits as its command did
+    assert run.proc.returncode == 130, err.decode()  # strace exits as its command did
     assert b"Traceback" not in err
     _, alive = psutil.wait_procs(sweepers, timeout=5)
     assert not alive
@@ -121,8 +117,7 @@ def test_sweep_processes_end_when_the_parent_is_killed(tmp_path):
     run = Stopped("--format", "jsonl", "-j", "2", root, state_dir=tmp_path / "state",
                   path=root, syscall="getdents64", when=1, log=tmp_path / "strace.log",
                   stops=2)  # fmt: skip
-    tracer = psutil.Process(run.proc.pid)
-    parent = next(p for p in tracer.children() if "rmmscan" in " ".join(p.cmdline()))
+    parent = _rmmscan_under(run.proc.pid)
     sweepers = parent.children()
     assert len(sweepers) == 2
     parent.send_signal(signal.SIGTERM)
