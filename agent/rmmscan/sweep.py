@@ -37,14 +37,6 @@ from .sources.walk import Tally, Walk, WalkOptions, join
 
 CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
 
-_FILE_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
 
 @dataclass(slots=True)
 class DirResult:
