@@ -216,10 +216,7 @@ def _fast(blob: bytes, entry: int, depth: int, out: list[SignatureInfo]) -> bool
         attrs = [_locate(blob, a, b) for a, b in shape.unsigned]
     except _ERRORS:
         return False
-    issuer = blob[shape.sid.issuer[0] : shape.sid.issuer[1]]
-    signer = next(
-        (c for c in certificates if c.serial_int == serial and c.issuer_key == issuer), None
-    )
+    signer = _signer(blob[shape.sid.issuer[0] : shape.sid.issuer[1]], serial, certificates)
     if signer is None:
         return False
     info = _malformed(len(out), entry, "")
@@ -239,8 +236,11 @@ def _fast(blob: bytes, entry: int, depth: int, out: list[SignatureInfo]) -> bool
 def _find_signer(sid: cms.SignerIdentifier, certs: tuple[CertInfo, ...]) -> CertInfo | None:
     if sid.name != "issuer_and_serial_number":
         return None  # subjectKeyIdentifier is not used by Authenticode
-    issuer = sid.chosen["issuer"].dump()
-    serial = sid.chosen["serial_number"].native
+    return _signer(sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native, certs)
+
+
+def _signer(issuer: bytes, serial: int, certs: tuple[CertInfo, ...]) -> CertInfo | None:
+    """The certificate an IssuerAndSerialNumber names (issuer as DER)."""
     for cert in certs:
         if cert.serial_int == serial and cert.issuer_key == issuer:
             return cert
