@@ -7,7 +7,7 @@ need a verdict.
 
 Two readers give the same result. asn1crypto's lazy objects read anything, BER included;
 ``der.py``'s bounded walk reads only the plain DER shape of Authenticode (every length
-definite, no extra field) at a third of the cost, and hands every value it needs to the
+definite, no extra field) at half the cost, and hands every value it needs to the
 same asn1crypto classes; on anything else it gives up, and asn1crypto reads the signature.
 tests/test_authenticode_fast.py holds them equal on samples, real-world and mutated files.
 """

@@ -2,8 +2,8 @@
 
 A bounded walk over tag and length octets, nothing decoded: authenticode.py hands each part
 it locates to asn1crypto. asn1crypto's lazy objects cost ~0.2 ms a signature, the largest
-part of a sweep (42 % in run A, benchmarks/README.md); with this walk a signature costs a
-third of that.
+part of a sweep (42 % in run A, benchmarks/README.md); with this walk a file's signatures
+cost half as much (benchmarks/micro_inspect.py).
 Anything but the exact shape below (an indefinite or oversized length, a high tag number,
 a field missing, extra or out of order) gives None, and asn1crypto reads the whole thing.
 

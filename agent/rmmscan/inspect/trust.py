@@ -137,8 +137,9 @@ def build(
     system_roots: bool = True,
     names_file: Path | None = None,
 ) -> TrustStore:
-    """``names_file``: where the roots' normalized subjects are kept between runs (two
-    thirds of building, 0.3 s a process, is normalizing the same ~550 root names)."""
+    """``names_file``: where the roots' normalized subjects are kept between runs: with
+    them, building takes half as long (0.15 vs 0.30 s in a fresh process,
+    benchmarks/micro_inspect.py)."""
     known = load_names(names_file) if names_file is not None else {}
     for der, key in known.items():
         sg.NAME_MEMO.setdefault(der, key)
