@@ -6,8 +6,8 @@ function of the values it reads, and it always reads the same column first (its 
 are ordered at compile time), so a rule that read only that column and was false is false for
 every row with the same value there. Rules are grouped by that first column; per value, the
 memo keeps the rules the value alone did not rule out, and only those are evaluated.
-Measured on the benchmark corpus (py-spy, one process): the rules' own evaluation fell from
-5.1 % to 2.2 % of a sweep; what they read (version information, verdicts) is not saved.
+What the rules read (version information, verdicts) is not saved; what is saved is measured
+in benchmarks/README.md (the sweep profiles of runs A and D).
 """
 
 from __future__ import annotations
