@@ -72,8 +72,8 @@ class Sweep:
         self.cache, self.generation, self.source = cache, generation, source
         self.fingerprint = fingerprint  # of rules, allowlist, emit policy and trust options
         # Worker → calling thread. A deque the caller drains on a timer, not a Queue: a
-        # Queue wakes the caller for every directory, and under the GIL that hand-off cost
-        # more than a rescan's whole per-directory work (measured: 45 % of a rescan).
+        # Queue wakes the caller for every directory, and under the GIL that hand-off was
+        # half of the 22 % of walk and hand-off in run A's rescan (benchmarks/README.md).
         self.results: collections.deque[DirResult] = collections.deque()
         self._walked = threading.Event()
         self._send = None  # in a sweep process: sends a DirResult to the parent
@@ -309,7 +309,7 @@ class Sweep:
             sent = time.monotonic()
 
             def send(message, flush: bool = False) -> None:
-                # Batched: a message per directory, pickled and passed, was 5 % of a sweep.
+                # Batched: one message per directory was one pickle and one wake-up each.
                 nonlocal sent
                 with lock:
                     batch.append(message)
