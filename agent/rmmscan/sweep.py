@@ -7,8 +7,8 @@ content ("MZ" and a PE header), never by name.
 
 The workers are processes where the OS can fork: judging a PE is Python work, and threads
 share one core under the GIL (measured: 2 threads were slower than 1 on files in memory).
-Each process walks the whole tree but visits only the directories it owns (walk.py), and
-sends its results down a pipe; elsewhere (Windows) they are threads.
+Each process walks the whole tree but visits only the directories it claims first (claims.py),
+and sends its results down a pipe; elsewhere (Windows) they are threads.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import sys
 import threading
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from . import claims as claiming
 from . import rows
 from .cache import ScanCache, key_of, parse_record
 from .facts import FileChanged, FileFacts, same_file
@@ -235,12 +235,13 @@ class Sweep:
             stream.flush()  # a child must not inherit, and write again, buffered output
         children = []
         receivers = []
+        claims = claiming.make(jobs)
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             receivers.append(receiver)
             child = context.Process(
                 target=self._child,
-                args=(roots, options, share, jobs, sender, tuple(receivers)),
+                args=(roots, options, share, jobs, claims, sender, tuple(receivers)),
                 name=f"rmmscan-sweep-{share}",
                 daemon=True,
             )
@@ -290,8 +291,10 @@ class Sweep:
             for child, receiver in children:
                 child.join()
                 receiver.close()
+            if claims is not None:
+                claims.close()
 
-    def _child(self, roots, options, share: int, shares: int, sender, receivers) -> None:
+    def _child(self, roots, options, share: int, shares: int, claims, sender, receivers) -> None:
         """One sweep process: its share of the directories, results down the pipe.
 
         Leaves with os._exit: nothing inherited from the parent (the scan cache's and the
@@ -323,7 +326,9 @@ class Sweep:
             tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
 
             def owns(path: str) -> bool:
-                return zlib.crc32(os.fsencode(path)) % shares == share
+                if claims is not None:
+                    return claims.owns(path, share)
+                return claiming.fixed_owner(path, shares) == share
 
             Walk(roots, self.visit, tally, options, 1, owns=owns).run()
             send(("end", tally.counts), flush=True)

@@ -12,8 +12,8 @@ Nothing here is fatal: unreadable or vanished directories, special files, symlin
 followed, loops and excluded paths are reported to the ``Tally`` and the walk goes on.
 
 Several processes can share one sweep (sweep.py): each walks every directory, but visits,
-and reports what it saw in, only the directories ``owns`` gives it, so the processes together
-visit each directory once, and need no shared state.
+and reports what it saw in, only the directories ``owns`` gives it (the ones it claimed first,
+claims.py), so the processes together visit each directory once.
 """
 
 from __future__ import annotations

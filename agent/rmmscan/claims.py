@@ -1,0 +1,86 @@
+"""Which sweep process visits a directory: the first one to reach it.
+
+Every sweep process walks the whole tree in the same order (sweep.py); each directory is
+visited by exactly one of them. A fixed split (a hash of the path mod N) left one process
+with 2.96 s of CPU and the other with 1.69 s on the benchmark corpus (benchmarks/README.md),
+because the expensive files are few and clustered. Here the first process to reach a
+directory claims it, so a process busy with a 158 MiB installer falls behind and the other
+takes what it would have had.
+
+The claims live in an anonymous shared mapping made before the fork: an open-addressed table
+of 112-bit keyed digests of the path (a random key per sweep, so no file name can be chosen to
+collide) and the claiming process. A POSIX record lock (lockf) guards it: the kernel releases
+it when its holder dies, so a process killed mid-claim cannot hang the others. When the table
+is half full, new directories fall back to the fixed split; a directory already in the table
+keeps its owner, so no directory is visited twice or never.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import tempfile
+import zlib
+
+_SLOT = 16  # 14 bytes of digest, 2 of owner (share + 1; 0: empty)
+_DIGEST = 14
+_HEADER = 8  # the number of claims in the table
+DEFAULT_SLOTS = 1 << 17  # 2 MiB; up to 65,536 directories are claimed, then the fixed split
+
+
+def fixed_owner(path: str, shares: int) -> int:
+    return zlib.crc32(os.fsencode(path)) % shares
+
+
+class Claims:
+    """Made in the parent before forking; `owns(path, share)` is called in the children."""
+
+    def __init__(self, shares: int, slots: int = DEFAULT_SLOTS):
+        if shares > 0xFFFE or slots & (slots - 1):
+            raise ValueError("at most 65,534 shares, and a power of two of slots")
+        self.shares = shares
+        self._mask = slots - 1
+        self._limit = slots // 2  # linear probing stays short, and a probe always ends
+        self._key = os.urandom(16)
+        self._table = mmap.mmap(-1, _HEADER + slots * _SLOT)  # MAP_SHARED: seen by children
+        # Only its lock is used; it lives as long as the claims (closed in close()).
+        self._lock = tempfile.TemporaryFile()  # noqa: SIM115
+
+    def close(self) -> None:
+        self._table.close()
+        self._lock.close()
+
+    def owns(self, path: str, share: int) -> bool:
+        """True if `share` visits `path`: it claimed it now or before (idempotent)."""
+        digest = hashlib.blake2b(os.fsencode(path), digest_size=_DIGEST, key=self._key).digest()
+        index = int.from_bytes(digest[:8], "little") & self._mask
+        table = self._table
+        fd = self._lock.fileno()
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            while True:
+                at = _HEADER + index * _SLOT
+                owner = int.from_bytes(table[at + _DIGEST : at + _SLOT], "little")
+                if owner == 0:
+                    claimed = int.from_bytes(table[:_HEADER], "little")
+                    if claimed >= self._limit:
+                        return fixed_owner(path, self.shares) == share
+                    table[at : at + _DIGEST] = digest
+                    table[at + _DIGEST : at + _SLOT] = (share + 1).to_bytes(2, "little")
+                    table[:_HEADER] = (claimed + 1).to_bytes(_HEADER, "little")
+                    return True
+                if table[at : at + _DIGEST] == digest:
+                    return owner - 1 == share
+                index = (index + 1) & self._mask
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
+def make(shares: int) -> Claims | None:
+    """Claims for `shares` processes; None (the fixed split) where they cannot be made."""
+    try:
+        return Claims(shares)
+    except (OSError, ValueError):  # no writable temporary directory, too many processes
+        return None
