@@ -149,3 +149,39 @@ def mutants(draw) -> bytes:
 @given(mutants())
 def test_mutants_read_the_same(data):
     same(data)
+
+
+@st.composite
+def generalized_times(draw) -> bytes:
+    """GeneralizedTime contents around the DER form: odd fields, fractions, zones, junk."""
+    text = f"{draw(st.integers(0, 9999)):04d}"
+    text += "".join(f"{draw(st.integers(0, 99)):02d}" for _ in range(5))
+    if draw(st.booleans()):
+        text += "." + draw(st.text("0123456789", min_size=0, max_size=8))
+    text += draw(st.sampled_from(["Z", "Z", "", "+0100", "-0000", "z", "ZZ", " Z", "\n"]))
+    return text.encode()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(generalized_times())
+def test_generalized_time_is_read_as_asn1crypto_reads_it(contents):
+    from asn1crypto import core
+
+    fast = authenticode.generalized_utc(contents)
+    try:
+        slow = authenticode._utc(core.GeneralizedTime(contents=contents).native)
+    except (ValueError, TypeError, OverflowError):
+        slow = None
+    if fast is not None:  # when it answers, it answers as asn1crypto does
+        assert fast == slow and fast.tzinfo is not None
+    elif contents.endswith(b"Z") and contents.count(b".") == 0 and slow is not None:
+        assert slow.year == 0 or slow.second == 60 or contents[8:10] == b"24", contents
+
+
+def test_generalized_time_takes_the_usual_forms():
+    assert authenticode.generalized_utc(b"20240229235959Z").isoformat() == (
+        "2024-02-29T23:59:59+00:00"
+    )
+    assert authenticode.generalized_utc(b"20240229235959.5Z").microsecond == 500000
+    assert authenticode.generalized_utc(b"20230229000000Z") is None  # no such day
+    assert authenticode.generalized_utc(b"20240101000000.1234567Z") is None  # asn1crypto's

@@ -123,6 +123,6 @@ def test_a_process_killed_while_claiming_does_not_block_the_others():
 
 
 def test_claims_that_cannot_be_made_give_the_fixed_split():
-    assert claiming.make(0x10000) is None  # the owner field has two bytes
+    assert claiming.make(claiming.MAX_SHARES + 1) is None  # the owner field is one byte
     with pytest.raises(ValueError):
         Claims(2, slots=100)

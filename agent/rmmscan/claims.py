@@ -8,11 +8,14 @@ directory claims it, so a process busy with a 158 MiB installer falls behind and
 takes what it would have had.
 
 The claims live in an anonymous shared mapping made before the fork: an open-addressed table
-of 112-bit keyed digests of the path (a random key per sweep, so no file name can be chosen to
-collide) and the claiming process. A POSIX record lock (lockf) guards it: the kernel releases
-it when its holder dies, so a process killed mid-claim cannot hang the others. When the table
-is half full, new directories fall back to the fixed split; a directory already in the table
-keeps its owner, so no directory is visited twice or never.
+of 120-bit keyed digests of the path (a random key per sweep, so no file name can be chosen to
+collide) and the claiming process. A POSIX record lock (lockf) guards the writes: the kernel
+releases it when its holder dies, so a process killed mid-claim cannot hang the others. A
+slot, once written, never changes, so a directory another process claimed is recognised
+without the lock (the digest is written before the owner byte, and an owner byte read
+before its digest only sends the reader to the locked path). When the table is half full,
+new directories fall back to the fixed split; a directory already in the table keeps its
+owner, so no directory is visited twice or never.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import os
 import tempfile
 import zlib
 
-_SLOT = 16  # 14 bytes of digest, 2 of owner (share + 1; 0: empty)
-_DIGEST = 14
+_SLOT = 16  # 15 bytes of digest, 1 of owner (share + 1; 0: empty): one byte cannot tear
+_DIGEST = 15
+MAX_SHARES = 254
 _HEADER = 8  # the number of claims in the table
 DEFAULT_SLOTS = 1 << 17  # 2 MiB; up to 65,536 directories are claimed, then the fixed split
 
@@ -38,8 +42,8 @@ class Claims:
     """Made in the parent before forking; `owns(path, share)` is called in the children."""
 
     def __init__(self, shares: int, slots: int = DEFAULT_SLOTS):
-        if shares > 0xFFFE or slots & (slots - 1):
-            raise ValueError("at most 65,534 shares, and a power of two of slots")
+        if not 0 < shares <= MAX_SHARES or slots & (slots - 1):
+            raise ValueError(f"at most {MAX_SHARES} shares, and a power of two of slots")
         self.shares = shares
         self._mask = slots - 1
         self._limit = slots // 2  # linear probing stays short, and a probe always ends
@@ -55,27 +59,46 @@ class Claims:
     def owns(self, path: str, share: int) -> bool:
         """True if `share` visits `path`: it claimed it now or before (idempotent)."""
         digest = hashlib.blake2b(os.fsencode(path), digest_size=_DIGEST, key=self._key).digest()
-        index = int.from_bytes(digest[:8], "little") & self._mask
-        table = self._table
+        start = int.from_bytes(digest[:8], "little") & self._mask
+        owner = self._find(digest, start)  # most directories: claimed by another already
+        if owner is not None:
+            return owner == share
         fd = self._lock.fileno()
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            while True:
-                at = _HEADER + index * _SLOT
-                owner = int.from_bytes(table[at + _DIGEST : at + _SLOT], "little")
-                if owner == 0:
-                    claimed = int.from_bytes(table[:_HEADER], "little")
-                    if claimed >= self._limit:
-                        return fixed_owner(path, self.shares) == share
-                    table[at : at + _DIGEST] = digest
-                    table[at + _DIGEST : at + _SLOT] = (share + 1).to_bytes(2, "little")
-                    table[:_HEADER] = (claimed + 1).to_bytes(_HEADER, "little")
-                    return True
-                if table[at : at + _DIGEST] == digest:
-                    return owner - 1 == share
-                index = (index + 1) & self._mask
+            return self._claim(path, digest, start, share)
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def _find(self, digest: bytes, index: int) -> int | None:
+        """The share that claimed `digest`, or None at the first empty slot."""
+        table = self._table
+        while True:
+            at = _HEADER + index * _SLOT
+            owner = table[at + _DIGEST]
+            if owner == 0:
+                return None
+            if table[at : at + _DIGEST] == digest:
+                return owner - 1
+            index = (index + 1) & self._mask
+
+    def _claim(self, path: str, digest: bytes, index: int, share: int) -> bool:
+        """Under the lock: find again, else take the first empty slot."""
+        table = self._table
+        while True:
+            at = _HEADER + index * _SLOT
+            owner = table[at + _DIGEST]
+            if owner == 0:
+                claimed = int.from_bytes(table[:_HEADER], "little")
+                if claimed >= self._limit:
+                    return fixed_owner(path, self.shares) == share
+                table[at : at + _DIGEST] = digest
+                table[at + _DIGEST] = share + 1  # last: the slot is complete when it is set
+                table[:_HEADER] = (claimed + 1).to_bytes(_HEADER, "little")
+                return True
+            if table[at : at + _DIGEST] == digest:
+                return owner - 1 == share
+            index = (index + 1) & self._mask
 
 
 def make(shares: int) -> Claims | None:

@@ -253,7 +253,11 @@ def _inspect(args) -> int:
                 inspection = inspect_stream(stream)
                 verdicts = inspector.verify(stream, inspection) if inspection.is_pe else None
                 hashes = hash_stream(stream) if inspection.is_pe else None
-                version = version_info(stream, inspection.size) if inspection.is_pe else {}
+                version = (
+                    version_info(stream, inspection.size, inspection.header)
+                    if inspection.is_pe
+                    else {}
+                )
             except OSError as exc:
                 _error(name, f"read failed: {exc.strerror or exc}")
                 status = EXIT_ERROR

@@ -95,7 +95,10 @@ class FileFacts:
         def compute():
             from .inspect import version_info
 
-            return rows.version_columns(version_info(self.stream, self.file["FileSize"]))
+            # The header inspection parsed, when it ran (not for a file known from the cache).
+            header = self._inspection.header if self._inspection is not None else None
+            found = version_info(self.stream, self.file["FileSize"], header)
+            return rows.version_columns(found)
 
         return self._group("version", compute)
 

@@ -24,11 +24,9 @@ def iso(value: dt.datetime | None) -> str | None:
     """ISO-8601 UTC with Z; fractions of a second only when there are some."""
     if value is None:
         return None
-    value = value.astimezone(dt.UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    # isoformat is C and a tenth of strftime's cost (three times a signature); it pads the
+    # year to 4 digits, where strftime's %Y would give "999", and string order is time order.
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
 
 
 @dataclass(frozen=True, slots=True)

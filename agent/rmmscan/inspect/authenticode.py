@@ -15,6 +15,7 @@ tests/test_authenticode_fast.py holds them equal on samples, real-world and muta
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core, tsp
@@ -266,6 +267,9 @@ def _rfc3161_time(attr: _Located | cms.CMSAttribute) -> dt.datetime:
     located = isinstance(attr, _Located)
     gen_time = der.timestamp_time(attr.values if located else attr["values"].contents)
     if gen_time is not None:
+        fast = generalized_utc(gen_time)
+        if fast is not None:
+            return fast
         try:
             return _utc(core.GeneralizedTime(contents=gen_time).native)
         except _ERRORS:
@@ -277,6 +281,28 @@ def _rfc3161_time(attr: _Located | cms.CMSAttribute) -> dt.datetime:
     parsed = content.parsed
     tst = parsed if isinstance(parsed, tsp.TSTInfo) else tsp.TSTInfo.load(content.contents)
     return _utc(tst["gen_time"].native)
+
+
+# What a timestamp's genTime always is in DER (RFC 3161 §2.4.2): UTC, at most microseconds.
+_GENERALIZED = re.compile(rb"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.(\d{1,6}))?Z\Z")
+
+
+def generalized_utc(contents: bytes) -> dt.datetime | None:
+    """A GeneralizedTime's value, for the usual form only (None: ask asn1crypto).
+
+    asn1crypto's parse goes through Fraction and costs a sixth of a signed file's reading;
+    this gives the same datetime (tests/test_authenticode_fast.py) for a tenth of that.
+    """
+    m = _GENERALIZED.match(contents)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, fraction = m.groups()
+    micro = int(fraction.ljust(6, b"0")) if fraction else 0
+    try:
+        return dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                           micro, tzinfo=dt.UTC)  # fmt: skip
+    except ValueError:  # year 0, hour 24, a leap second: asn1crypto's to judge
+        return None
 
 
 def _pkcs9_time(counter_signer: cms.SignerInfo) -> dt.datetime:

@@ -72,16 +72,17 @@ _DIR_AND_ENTRY = struct.Struct("<12xHHII")  # the counts and the first entry
 _LEAF = struct.Struct("<II")  # OffsetToData (an RVA), Size
 
 
-def version_info(stream: BinaryIO, size: int) -> dict[str, str]:
+def version_info(stream: BinaryIO, size: int, header: PEHeader | None = None) -> dict[str, str]:
     """The StringFileInfo fields of the first version resource; {} when there are none.
 
     Never raises on the file's content (only an I/O error of the stream escapes); works on
-    any seekable binary stream.
+    any seekable binary stream. `header`: the stream's, when the caller parsed it already.
     """
-    try:
-        header = pe.parse_header(stream, size)
-    except pe.NotPE:
-        return {}
+    if header is None:
+        try:
+            header = pe.parse_header(stream, size)
+        except pe.NotPE:
+            return {}
     blob = _version_blob(_Image(stream, size, header), header.resources[0])
     return _strings(blob) if blob else {}
 
