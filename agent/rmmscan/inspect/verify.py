@@ -70,7 +70,7 @@ def _verify_one(
     if sig.signer is None or (not sig.der and sig.asn1 is None):
         return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
     path = _candidate_chain(sig, trust)
-    root_ms = bool(path) and path[-1].sha1 in trust.microsoft
+    root_ms = bool(path) and trust.is_microsoft_root(path[-1].sha1)
     hit = trust.distrusted([sig.signer, *sig.certificates])
     if hit is not None:
         return Verdict(Status.DISTRUSTED, False, root_ms, hit.reason, tuple(path))
@@ -120,7 +120,7 @@ def _verify_one(
     except Exception as exc:
         return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
     infos = tuple(_chain_infos(chain)) or tuple(path)
-    root_ms = bool(infos) and infos[-1].sha1 in trust.microsoft
+    root_ms = bool(infos) and trust.is_microsoft_root(infos[-1].sha1)
     return Verdict(Status.OK, True, root_ms, "", infos)
 
 
