@@ -238,6 +238,7 @@ def commands(drive: Path, jobs: int, files: int) -> dict[str, Command]:
         Command("find", ["find", str(drive), "-type", "f"]),
         Command("find_stat", ["find", str(drive), "-type", "f", "-printf", "%i %s %T@\\n"]),
         Command("stat", [PY, str(BASELINE), str(drive), "--jobs", str(jobs), "--stat"]),
+        Command("list", [PY, str(BASELINE), str(drive), "--list"]),
         Command("read_nothreads", [PY, str(BASELINE), str(drive), "--jobs", "0"]),
         # Fixed costs: the same commands on an empty folder (start-up, imports, trust store).
         sweep("sweep_empty", EMPTY, jobs, state_nocache, cache=False, tag="sweep-empty"),
@@ -595,6 +596,9 @@ def main() -> None:
                 "find_stat", None, "le", note="informative"),
         Measure("rescan with the cache vs baseline_read.py --stat (Python walk + stat)",
                 "rescan", "stat", None, "le", note="informative: the Python floor of a rescan"),
+        Measure("baseline_read.py --list (a Python walk that touches no file) vs find -type f",
+                "list", "find", None, "le",
+                note="informative: what Python pays for the walk alone, before any stat"),
         Measure("start-up: both on an empty folder", "sweep_empty", "read_empty", None, "le",
                 note="informative: the fixed cost inside 1 and 3"),
     ]  # fmt: skip
