@@ -154,7 +154,8 @@ def _add_scan(sub) -> None:
         type=_positive,
         default=min(os.cpu_count() or 1, MAX_DEFAULT_JOBS),
         metavar="N",
-        help="sweep processes, each walking the tree and reading the directories it owns "
+        help="sweep processes, each walking the tree and reading the directories it reaches "
+        "first "
         f"(default: the number of CPUs, at most {MAX_DEFAULT_JOBS}: each adds about 40 MiB); "
         "1 sweeps in this process; where the OS cannot fork (Windows), N threads",
     )
