@@ -8,13 +8,16 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from sweeptree import finish, start
 
 from rmmscan.inspect import hashes
 from rmmscan.inspect.hashes import PARALLEL_MIN, hash_stream
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "pe", "dwsnet-srl.exe")
+PKI = Path(__file__).resolve().parent.parent / "samples" / "pki"
 
 
 def _coreutils(path) -> tuple[str, str, str]:
@@ -70,3 +73,48 @@ def test_a_read_error_midway_through_a_big_file_is_raised_and_no_thread_remains(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.stdout.split() == ["error", "5", "1"], done.stderr
+
+
+def test_hash_fd_reads_with_pread_and_leaves_the_offset_alone(big):
+    with open(big, "rb", buffering=0) as f:
+        f.seek(12345)
+        got = hashes.hash_fd(f.fileno())
+        assert f.tell() == 12345
+    assert (got.sha1, got.sha256, got.md5) == _coreutils(big)
+
+
+@pytest.fixture(scope="module")
+def big_signed(tmp_path_factory):
+    """unsigned.exe with 16 MiB + 4,097 bytes of overlay, signed by the DWSNET srl test key."""
+    work = tmp_path_factory.mktemp("big-signed")
+    src = work / "in.exe"
+    with open(os.path.join(os.path.dirname(SAMPLE), "unsigned.exe"), "rb") as f:
+        src.write_bytes(f.read() + os.urandom(PARALLEL_MIN + 4097))
+    tree = work / "tree"
+    tree.mkdir()
+    out = tree / "dwagent-setup.exe"
+    subprocess.run(
+        ["osslsigncode", "sign", "-certs", str(PKI / "dwsnet-srl-chain.pem"),
+         "-key", str(PKI / "dwsnet-srl.key"), "-h", "sha256", "-in", str(src), "-out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return tree, out
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_large_detection_is_hashed_while_it_is_verified(big_signed, jobs, tmp_path):
+    """The row of a 16 MiB signed detection: hashes equal coreutils', the verdict is Ok, and
+    the hashes were read with pread (the thread that runs beside the verification)."""
+    tree, path = big_signed
+    log = tmp_path / "strace.log"
+    proc = start("--format", "jsonl", "-j", jobs, tree, state_dir=tmp_path / "state",
+                 prefix=["strace", "-f", "-qq", "-o", str(log), "-P", str(path),
+                         "-e", "trace=pread64,read"])  # fmt: skip
+    done = finish(proc, [jobs])
+    assert done.returncode == 1, done
+    assert done.rows
+    for row in done.rows:
+        assert (row["SHA1"], row["SHA256"], row["MD5"]) == _coreutils(path)
+        assert row["VerificationStatus"] == "Ok" and row["IsTrusted"] is True
+    preads = [line for line in log.read_text().splitlines() if "pread64(" in line]
+    assert len(preads) >= PARALLEL_MIN // hashes.CHUNK, "the file was not hashed with pread"

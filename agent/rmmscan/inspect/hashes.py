@@ -13,6 +13,7 @@ import hashlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -32,7 +33,7 @@ class FileHashes:
 def hash_stream(stream: BinaryIO) -> FileHashes:
     stream.seek(0)
     if _size(stream) >= PARALLEL_MIN:
-        return _two_threads(stream)
+        return _two_threads(stream.read)
     sha1, sha256, md5 = hashlib.sha1(), hashlib.sha256(), hashlib.md5()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
@@ -46,6 +47,23 @@ def hash_stream(stream: BinaryIO) -> FileHashes:
     return FileHashes(sha1.hexdigest(), sha256.hexdigest(), md5.hexdigest(), total)
 
 
+CAN_PREAD = hasattr(os, "pread")  # not on Windows
+
+
+def hash_fd(fd: int) -> FileHashes:
+    """The same for an open descriptor, read with pread: its offset is neither used nor
+    moved, so this can run in a thread while another reads the same open file."""
+    offset = 0
+
+    def read(n: int) -> bytes:
+        nonlocal offset
+        chunk = os.pread(fd, n, offset)
+        offset += len(chunk)
+        return chunk
+
+    return _two_threads(read)
+
+
 def _size(stream: BinaryIO) -> int:
     try:
         return os.fstat(stream.fileno()).st_size
@@ -53,7 +71,7 @@ def _size(stream: BinaryIO) -> int:
         return 0
 
 
-def _two_threads(stream: BinaryIO) -> FileHashes:
+def _two_threads(read: Callable[[int], bytes]) -> FileHashes:
     sha1, sha256, md5 = hashlib.sha1(), hashlib.sha256(), hashlib.md5()
     chunks: queue.Queue[bytes | None] = queue.Queue(_IN_FLIGHT)
 
@@ -65,7 +83,7 @@ def _two_threads(stream: BinaryIO) -> FileHashes:
     worker.start()
     total = 0
     try:
-        while chunk := stream.read(CHUNK):  # a new buffer each time: the worker still reads it
+        while chunk := read(CHUNK):  # a new buffer each time: the worker still reads it
             chunks.put(chunk)
             sha1.update(chunk)
             sha256.update(chunk)
