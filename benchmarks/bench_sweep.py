@@ -62,6 +62,9 @@ class Run:
     maxrss: int  # bytes: the largest single process (GNU time's %M)
     exit: int
     tree_peak: int = 0  # bytes: the sampled peak of the whole process tree's RSS, when polled
+    # When polled: each sweep process's CPU seconds and when it was last seen (seconds after
+    # the start), the last sample of each: how evenly the processes shared the work.
+    workers: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -119,12 +122,14 @@ def _quote(arg: str) -> str:
 
 
 class TreeSampler(threading.Thread):
-    """Polls the RSS of a process and all its descendants (psutil), keeps the peak sum."""
+    """Polls the RSS of a process and all its descendants (psutil), keeps the peak sum; and the
+    CPU time of each grandchild (GNU time → rmmscan → its sweep processes)."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
         self.done = threading.Event()
+        self.workers: dict[int, tuple[float, float]] = {}  # pid → (CPU s, last seen s)
 
     def run(self) -> None:
         import psutil
@@ -133,12 +138,18 @@ class TreeSampler(threading.Thread):
             top = psutil.Process(self.pid)
         except psutil.Error:
             return
+        start = time.perf_counter()
         while not self.done.is_set():
             total = 0
             try:
+                parents = {c.pid for c in top.children()}
                 for p in [top, *top.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
+                        if p.ppid() in parents:
+                            cpu = p.cpu_times()
+                            seen = time.perf_counter() - start
+                            self.workers[p.pid] = (cpu.user + cpu.system, seen)
             except psutil.Error:
                 pass
             self.peak = max(self.peak, total)
@@ -174,6 +185,7 @@ def run(cmd: Command, sample_tree: bool = False) -> Run:
     result = Run(wall, float(user), float(system), int(maxrss) * 1024, int(code))
     if sampler:
         result.tree_peak = sampler.peak
+        result.workers = sorted(sampler.workers.values())
     if result.exit not in cmd.ok_exits:
         detail = cmd.stderr.read_text(errors="replace")[-2000:] if cmd.stderr else ""
         raise SystemExit(f"{cmd.key} exited {result.exit}: {cmd.shell()}\n{detail}")
@@ -193,12 +205,18 @@ def ensure_corpus(files: int, seed: int) -> tuple[Path, dict]:
     real, _ = make_corpus.real_world(fetch=False)
     key = make_corpus.samples_key(SAMPLES, real)
     manifest_path = out / "manifest.json"
-    with contextlib.suppress(OSError, ValueError):
+    why = "no corpus yet"
+    with contextlib.suppress(OSError, ValueError, KeyError):
         m = json.loads(manifest_path.read_text("utf-8"))
-        if (m["version"], m["files"], m["seed"], m["samples_key"]) == (
-            make_corpus.VERSION, files, seed, key):  # fmt: skip
+        wanted = {"version": make_corpus.VERSION, "files": files, "seed": seed, "samples_key": key}
+        changed = [f"{k} {m.get(k)} -> {v}" for k, v in wanted.items() if m.get(k) != v]
+        if not changed:
             return out, m
-    print(f"building {out.relative_to(ROOT)} ...", file=sys.stderr, flush=True)
+        why = ", ".join(changed)
+    # A checkout without the real-world files (tests/.cache/realworld, fetched by the tests)
+    # gets another samples_key, and a corpus without them: not comparable with earlier runs.
+    print(f"building {out.relative_to(ROOT)} ({why}; {len(real)} real-world files) ...",
+          file=sys.stderr, flush=True)  # fmt: skip
     subprocess.run(
         [PY, str(MAKE_CORPUS), "--out", str(out), "--files", str(files), "--seed", str(seed)],
         check=True,
@@ -486,6 +504,10 @@ def table(measures: list[Measure], rss: dict) -> str:
             f"| {r['tree_peak_median'] / MIB:.0f} MiB "
             f"| {r['baseline_maxrss'] / MIB:.0f} MiB (4 KiB read) | — | ≤ 150 MiB | {met} |"
         )
+    for size, r in rss.get("sizes", {}).items():
+        for i, workers in enumerate(r.get("sweep_processes", [])):
+            shares = ", ".join(f"{cpu:.2f} s CPU, last seen at {t:.2f} s" for cpu, t in workers)
+            lines.append(f"\nsweep processes, {int(size):,} files, RSS round {i + 1}: {shares}")
     return "\n".join(lines)
 
 
@@ -637,6 +659,7 @@ def main() -> None:
                 "tree_peak_median": median([r.tree_peak for r in c.runs]),
                 "wall_median": median([r.wall for r in c.runs]),
                 "baseline_maxrss": median([r.maxrss for r in base.runs]),
+                "sweep_processes": [r.workers for r in c.runs],  # (CPU s, last seen s) each
             }
         lo, hi = sizes[str(opts.rss_files)], sizes[str(opts.files)]
         slope = (hi["maxrss_median"] - lo["maxrss_median"]) / max(1, opts.files - opts.rss_files)
