@@ -8,16 +8,21 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from sweeptree import finish, start
 
-from rmmscan.inspect import hashes
+from rmmscan import rows
+from rmmscan.device import Device
+from rmmscan.facts import FileFacts
+from rmmscan.inspect import Inspector, hashes
 from rmmscan.inspect.hashes import PARALLEL_MIN, hash_stream
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "pe", "dwsnet-srl.exe")
 PKI = Path(__file__).resolve().parent.parent / "samples" / "pki"
+TEST_ROOT = PKI / "test-root.pem"
 
 
 def _coreutils(path) -> tuple[str, str, str]:
@@ -118,3 +123,28 @@ def test_a_large_detection_is_hashed_while_it_is_verified(big_signed, jobs, tmp_
         assert row["VerificationStatus"] == "Ok" and row["IsTrusted"] is True
     preads = [line for line in log.read_text().splitlines() if "pread64(" in line]
     assert len(preads) >= PARALLEL_MIN // hashes.CHUNK, "the file was not hashed with pread"
+
+
+def test_hash_fd_stops_when_asked(big):
+    stop = threading.Event()
+    stop.set()
+    with open(big, "rb") as f, pytest.raises(hashes.Cancelled):
+        hashes.hash_fd(f.fileno(), stop)
+
+
+def test_hashing_beside_verification_ends_with_the_file(big_signed):
+    """Verified but never asked for its hashes (a row an allowlist suppressed): closing the
+    file stops the thread and waits for it, so it never reads a descriptor closed under it."""
+    _, path = big_signed
+    size = os.path.getsize(path)
+    stream = open(path, "rb")  # noqa: SIM115  (closed by FileFacts.close)
+    facts = FileFacts(
+        rows.file_columns(rows.FileRef(str(path), "sweep"), Device("id", "host"), size),
+        lambda: stream,
+        Inspector([TEST_ROOT], system_roots=False),
+    )
+    assert facts.verdict_rows()[0]["VerificationStatus"] == "Ok"
+    thread, box, _ = facts._hashing
+    facts.close()
+    assert not thread.is_alive() and facts._hashing is None and stream.closed
+    assert isinstance(box[0], (hashes.FileHashes, hashes.Cancelled))

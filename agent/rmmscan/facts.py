@@ -39,7 +39,8 @@ class FileFacts:
         self._inspector = inspector
         self._stream: BinaryIO | None = None
         self._inspection = None
-        self._hashing: tuple[threading.Thread, list] | None = None  # see _hash_meanwhile
+        # See _hash_meanwhile: the thread, its result (or exception), and its stop.
+        self._hashing: tuple[threading.Thread, list, threading.Event] | None = None
         # What a cache record holds: "pe", and the groups "sig" and "verdict" (lists, one per
         # row), "version" and "hash" (dicts), and "gen" (the trust options of the verdicts).
         self.record: dict = dict(record) if record else {}
@@ -64,7 +65,9 @@ class FileFacts:
 
     def close(self) -> None:
         if self._hashing is not None:  # it reads the descriptor about to be closed
-            self._hashing[0].join()
+            thread, _, stop = self._hashing
+            stop.set()  # nobody asked for the hashes (a row the allowlist suppressed)
+            thread.join()
             self._hashing = None
         if self._stream is not None:
             self._stream.close()
@@ -134,7 +137,8 @@ class FileFacts:
         Both read the whole file in C code that releases the GIL (the 158 MiB DWService
         installer: 0.16 s of Authenticode digest, 0.29 s of hashes), and a file whose verdict
         is asked for is nearly always one whose row is emitted, so its hashes come next.
-        pread leaves the descriptor's offset to the verification's reads.
+        pread leaves the descriptor's offset to the verification's reads. When no row is
+        emitted after all (an allowlisted deployment), close() stops it at the next chunk.
         """
         from .inspect.hashes import CAN_PREAD, PARALLEL_MIN
 
@@ -152,22 +156,23 @@ class FileFacts:
         from .inspect.hashes import hash_fd
 
         box: list = []
+        stop = threading.Event()
 
         def run() -> None:
             try:
-                box.append(hash_fd(fd))
+                box.append(hash_fd(fd, stop))
             except BaseException as exc:  # handed to whoever asks for the hashes
                 box.append(exc)
 
         thread = threading.Thread(target=run, name="hash", daemon=True)
         thread.start()
-        self._hashing = (thread, box)
+        self._hashing = (thread, box, stop)
 
     def _hashed(self):
         """The hashes _hash_meanwhile computed (waiting for them), or None."""
         if self._hashing is None:
             return None
-        thread, box = self._hashing
+        thread, box, _ = self._hashing
         thread.join()
         self._hashing = None
         if isinstance(box[0], BaseException):

@@ -50,13 +50,20 @@ def hash_stream(stream: BinaryIO) -> FileHashes:
 CAN_PREAD = hasattr(os, "pread")  # not on Windows
 
 
-def hash_fd(fd: int) -> FileHashes:
+class Cancelled(Exception):
+    """hash_fd was asked to stop before the end of the file."""
+
+
+def hash_fd(fd: int, stop: threading.Event | None = None) -> FileHashes:
     """The same for an open descriptor, read with pread: its offset is neither used nor
-    moved, so this can run in a thread while another reads the same open file."""
+    moved, so this can run in a thread while another reads the same open file. `stop` set:
+    Cancelled at the next chunk."""
     offset = 0
 
     def read(n: int) -> bytes:
         nonlocal offset
+        if stop is not None and stop.is_set():
+            raise Cancelled
         chunk = os.pread(fd, n, offset)
         offset += len(chunk)
         return chunk
