@@ -4,9 +4,8 @@ Every sweep process walks the whole tree in the same order (sweep.py); each dire
 visited by exactly one of them. A fixed split (a hash of the path mod N) left one process
 with 2.96 s of CPU and the other with 1.69 s on the benchmark corpus (an ad-hoc poll, quoted
 in benchmarks/README.md; bench_sweep.py now records the split), because the expensive files
-are few and clustered. Here the first process to reach a
-directory claims it, so a process busy with a 158 MiB installer falls behind and the other
-takes what it would have had.
+are few and clustered. Here the first process to reach a directory claims it, so a process
+busy with a 158 MiB installer falls behind and the others take what it would have had.
 
 The claims live in an anonymous shared mapping made before the fork: an open-addressed table
 of 120-bit keyed digests of the path (a random key per sweep, so no file name can be chosen to
