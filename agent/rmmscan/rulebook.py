@@ -274,16 +274,22 @@ def load_pack(
     return RulePack(tuple(rules), frozenset().union(*(r.columns for r in rules)))
 
 
+def read_text(resource, display: str, problems: Problems) -> str | None:
+    """A rule or test file's text, or None with why it cannot be read added."""
+    try:
+        return resource.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(display, 1, f"not UTF-8 ({exc.reason} at byte {exc.start}): save as UTF-8")
+    except OSError as exc:
+        problems.add(display, 0, f"cannot read: {exc.strerror or exc}")
+    return None
+
+
 def load_rule(resource, display: str, problems: Problems, *, columns=cols.QUERYABLE):
     """One rule file, or None with all of its problems added."""
     before = len(problems)
-    try:
-        text = resource.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problems.add(display, 1, f"not UTF-8 ({exc.reason} at byte {exc.start}): save as UTF-8")
-        return None
-    except OSError as exc:
-        problems.add(display, 0, f"cannot read: {exc.strerror or exc}")
+    text = read_text(resource, display, problems)
+    if text is None:
         return None
     data, node = read_yaml(text, display, problems)
     if node is None:

@@ -10,7 +10,16 @@ from importlib.resources.abc import Traversable
 import yaml
 
 from . import columns as cols
-from .rulebook import Problem, Problems, Rule, RulePack, key_nodes, line_of, read_yaml
+from .rulebook import (
+    Problem,
+    Problems,
+    Rule,
+    RulePack,
+    key_nodes,
+    line_of,
+    read_text,
+    read_yaml,
+)
 
 KINDS = ("positive", "negative")
 _TYPES = {"string": str, "bool": bool, "long": int, "int": int, "datetime": (str, dt.datetime)}
@@ -96,10 +105,8 @@ def load_tests(rule: Rule, problems: Problems) -> RuleTest | None:
                      "(positive:) and rows it must not (negative:) in this file")  # fmt: skip
         return None
     before = len(problems)
-    try:
-        text = resource.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.add(display, 0, f"cannot read as UTF-8: {exc}")
+    text = read_text(resource, display, problems)
+    if text is None:
         return None
     data, node = read_yaml(text, display, problems)
     if node is None:
