@@ -178,6 +178,10 @@ def runs(tree, tmp_path_factory):
         "bad-state": dict(
             args=["--format", "jsonl", t / "clean"], state_dir=tmp / "state-is-a-file"
         ),
+        **{
+            f"jobs={n}": dict(args=["--jobs", n, t / "clean"], state_dir=tmp / f"s-j{n}")
+            for n in ("0", "255", "x", "254")
+        },
     }
     out = scan_many(jobs)
     out["tmp"] = tmp
@@ -427,6 +431,28 @@ def test_exit_2_when_the_state_dir_is_unusable(runs):
 
 
 # -- options ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, message",
+    [
+        ("0", "0: must be 1 to 254"),
+        ("255", "255: must be 1 to 254"),
+        ("x", "not a whole number: 'x'"),
+    ],
+)
+def test_jobs_out_of_range_is_a_usage_error(runs, n, message):
+    """Not a silent fallback or 1,000 forked processes of 40 MiB each from a typo."""
+    done = runs[f"jobs={n}"]
+    assert done.returncode == 2, done
+    assert done.stdout == b""
+    assert f"argument --jobs/-j: {message}\n" in done.stderr, done.stderr
+
+
+def test_jobs_at_the_limit_sweeps(runs):
+    done = runs["jobs=254"]
+    assert done.returncode == 0, done
+    assert done.summary["files walked"] == 6
 
 
 def test_rules_option_replaces_the_pack(tree, runs):

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .claims import MAX_SHARES
 from .text import printable
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
+MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (claims.py) holds this many owners
 
 COMMANDS = ("scan", "inspect", "rules")
 
@@ -151,13 +153,14 @@ def _add_scan(sub) -> None:
     p.add_argument(
         "--jobs",
         "-j",
-        type=_positive,
+        type=_jobs,
         default=min(os.cpu_count() or 1, MAX_DEFAULT_JOBS),
         metavar="N",
         help="sweep processes, each walking the tree and reading the directories it reaches "
         "first "
         f"(default: the number of CPUs, at most {MAX_DEFAULT_JOBS}: each adds about 40 MiB); "
-        "1 sweeps in this process; where the OS cannot fork (Windows), N threads",
+        "1 sweeps in this process; where the OS cannot fork (Windows), N threads; "
+        f"at most {MAX_JOBS}",
     )
     p.add_argument(
         "--no-cache",
@@ -174,10 +177,14 @@ def _add_scan(sub) -> None:
     _trust_options(p)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+def _jobs(text: str) -> int:
+    """1 to MAX_JOBS: each process costs about 40 MiB, and a typo of 1000 would fork 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"{value}: must be 1 to {MAX_JOBS}")
     return value
 
 
