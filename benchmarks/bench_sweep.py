@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -237,6 +238,45 @@ def sweep(key: str, drive: Path, jobs: int, state: Path, cache: bool, tag: str) 
     return Command(key, argv, stderr=RUNS / f"{tag}.stderr", ok_exits=(0, 1))
 
 
+def shares(drive: Path, jobs: int) -> list[list[str]]:
+    """The drive's top-level entries in `jobs` groups of about equal file counts (largest
+    first, each to the lightest group): a split of the tree as even as a split can be, made
+    before any timing, for the parallel find below."""
+    sizes = []
+    for entry in os.scandir(drive):
+        n = 1
+        if entry.is_dir(follow_symlinks=False):
+            n = sum(len(names) for _, _, names in os.walk(entry.path))
+        sizes.append((n, entry.path))
+    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, jobs))]
+    for n, path in sorted(sizes, reverse=True):
+        i = min(range(len(groups)), key=lambda k: groups[k][0])
+        groups[i] = (groups[i][0] + n, [*groups[i][1], path])
+    return [paths for _, paths in groups if paths]
+
+
+def split_walks(drive: Path, jobs: int) -> list[Command]:
+    """`jobs` walks at once that each stat every file of its share of the tree, listing
+    nothing twice and looking nothing up: the floor of a parallel rescan's check, in C (GNU
+    find: -printf of inode, size and mtime needs a stat) and in Python (baseline_read.py
+    --walk-stat). The paths are the corpus's own, quoted for sh."""
+    groups = shares(drive, jobs)
+    printf = shlex.quote("%i %s %T@\\n")
+    finds = " ".join(
+        f"find {' '.join(map(shlex.quote, paths))} -type f -printf {printf} > /dev/null &"
+        for paths in groups
+    )
+    walks = " ".join(
+        f"{shlex.quote(PY)} {shlex.quote(str(BASELINE))} {' '.join(map(shlex.quote, paths))} "
+        "--walk-stat > /dev/null &"
+        for paths in groups
+    )
+    return [
+        Command("find_stat_split", ["sh", "-c", finds + " wait"]),
+        Command("walk_stat_split", ["sh", "-c", walks + " wait"]),
+    ]
+
+
 def commands(drive: Path, jobs: int, files: int) -> dict[str, Command]:
     state_nocache = RUNS / f"state-nocache-{files}"
     state_cache = RUNS / f"state-cache-{files}"
@@ -255,6 +295,8 @@ def commands(drive: Path, jobs: int, files: int) -> dict[str, Command]:
         sweep("rescan_j1", drive, 1, state_cache, cache=True, tag=f"rescan-j1-{files}"),
         Command("find", ["find", str(drive), "-type", "f"]),
         Command("find_stat", ["find", str(drive), "-type", "f", "-printf", "%i %s %T@\\n"]),
+        *split_walks(drive, jobs),
+        Command("walk_stat", [PY, str(BASELINE), str(drive), "--walk-stat"]),
         Command("stat", [PY, str(BASELINE), str(drive), "--jobs", str(jobs), "--stat"]),
         Command("list", [PY, str(BASELINE), str(drive), "--list"]),
         Command("read_nothreads", [PY, str(BASELINE), str(drive), "--jobs", "0"]),
@@ -617,7 +659,16 @@ def main() -> None:
         Measure("rescan with the cache vs find -type f -printf (stats every file)", "rescan",
                 "find_stat", None, "le", note="informative"),
         Measure("rescan with the cache vs baseline_read.py --stat (Python walk + stat)",
-                "rescan", "stat", None, "le", note="informative: the Python floor of a rescan"),
+                "rescan", "stat", None, "le", note="informative: threads stat by path"),
+        Measure("rescan with the cache, --jobs 1 vs baseline_read.py --walk-stat",
+                "rescan_j1", "walk_stat", None, "le",
+                note="informative: the floor of a one-process rescan in Python"),
+        Measure(f"{opts.jobs} GNU finds at once that stat their shares of the tree "
+                "vs find -type f", "find_stat_split", "find", None, "le",
+                note="informative: a rescan's check in C, perfectly parallel, nothing looked up"),
+        Measure(f"{opts.jobs} Python walks at once that stat their shares of the tree "
+                "vs find -type f", "walk_stat_split", "find", None, "le",
+                note="informative: the same in Python, the floor of any Python rescan"),
         Measure("baseline_read.py --list (a Python walk that touches no file) vs find -type f",
                 "list", "find", None, "le",
                 note="informative: what Python pays for the walk alone, before any stat"),
