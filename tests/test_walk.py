@@ -3,12 +3,15 @@ paths work, open descriptors stay bounded, and nothing special is read."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rmmscan.sources.walk import Tally, Walk, WalkOptions, excluded
+from rmmscan.sources.walk import Excludes, Tally, Walk, WalkOptions, is_path_pattern
 
 
 def walk(root, **options) -> tuple[set[str], dict[str, int]]:
@@ -70,8 +73,27 @@ def test_excludes_by_name_and_by_path(tree):
     seen, counts = walk(tree, excludes=("*.log", str(tree / "a/b")))
     assert names(tree, seen) == {"a/1", "e/5", "top"}
     assert counts["excluded"] == 2
-    assert excluded(("*.log",), "/x/y/z.log", "z.log")
-    assert not excluded(("/x/*.log",), "/y/z.log", "z.log")
+    assert Excludes(("*.log",))("/x/y", "z.log")
+    assert not Excludes(("/x/*.log",))("/y", "z.log")
+
+
+def _excluded_one_by_one(patterns, directory: str, name: str) -> bool:
+    """The meaning of --exclude, pattern by pattern, as fnmatchcase has it."""
+    path = os.path.join(directory, name)
+    return any(fnmatch.fnmatchcase(path if is_path_pattern(p) else name, p) for p in patterns)
+
+
+_GLOB = st.text(alphabet="ab*?[]!-^/.\\\n\udcff", max_size=6)
+_NAME = st.text(alphabet="ab*?[]!-^.\\\n\udcff", min_size=1, max_size=6)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_GLOB, max_size=4), st.lists(_NAME, min_size=1, max_size=3), _NAME)
+def test_excludes_compiled_equal_fnmatchcase_one_by_one(patterns, parents, name):
+    """One regex per kind of pattern decides exactly what fnmatchcase decides per pattern:
+    brackets, negated and unclosed classes, escapes, newlines and undecodable bytes."""
+    directory = "/" + "/".join(parents)
+    assert Excludes(patterns)(directory, name) == _excluded_one_by_one(patterns, directory, name)
 
 
 def test_paths_longer_than_path_max(tmp_path):

