@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 """
 # Bump when the meaning of a record changes: an old cache is then emptied, not misread.
-FORMAT = "4"
+# 5: a rescan reads "not a PE" from flags alone, no longer from a NULL record.
+FORMAT = "5"
 
 
 _KEY = struct.Struct("<QQqqq").pack
@@ -79,20 +80,37 @@ class ScanCache:
                 self._all.append(db)
         return db
 
-    def lookup_dir(self, directory: str) -> dict[str, tuple[bytes, str | None, str | None, int]]:
-        """Every record of one directory (any thread): name -> (key, record, judged, flags)."""
+    def lookup_dir(self, directory: str) -> dict[str, tuple[str, bytes, str | None, int]]:
+        """Every file of one directory (any thread): name -> (name, key, judged, flags).
+
+        Without the records: an unchanged file needs its record only when it is a PE the
+        current rules have not judged (``record``). Fetching every record (10 MB of JSON for
+        the benchmark corpus) and slicing the name off each row made the lookups of all
+        its 7,910 directories take 0.233 s instead of 0.197 (medians of 5).
+        """
         rows = (
             self._connect()
             .execute(
-                "SELECT name, key, record, judged, flags FROM files WHERE dir = ?",
-                (_db_name(directory),),
+                "SELECT name, key, judged, flags FROM files WHERE dir = ?", (_db_name(directory),)
             )
             .fetchall()
         )
-        out = {row[0]: row[1:] for row in rows}
+        out = {row[0]: row for row in rows}
         if any(type(name) is bytes for name in out):
             out = {os.fsdecode(name): value for name, value in out.items()}
         return out
+
+    def record(self, directory: str, name: str) -> str | None:
+        """A file's record as stored (JSON), or None when there is none (any thread)."""
+        row = (
+            self._connect()
+            .execute(
+                "SELECT record FROM files WHERE dir = ? AND name = ?",
+                (_db_name(directory), _db_name(name)),
+            )
+            .fetchone()
+        )
+        return None if row is None else row[0]
 
     # -- writing: one thread only --------------------------------------------------------
     def put(

@@ -92,18 +92,23 @@ class Sweep:
                 listed = None
                 if cached:
                     listed = directory.stat_child(name, follow)
-                    hit = cached.get(name)
-                    if hit is not None and hit[0] == key_of(listed):
-                        result.cached += 1
-                        if hit[1] is None:
+                    hit = cached.get(name)  # (name, key, judged, flags)
+                    if hit is not None and hit[1] == key_of(listed):
+                        flags = hit[3]
+                        if not flags & FLAG_PE:
+                            result.cached += 1
                             continue  # not a PE, unchanged: the fast path of a rescan
                         if hit[2] is not None and hit[2] == self.fingerprint:
                             # Judged by these very rules, allowlist and policy, from columns
                             # that do not change with time: nothing to emit, as before.
+                            result.cached += 1
                             result.pe += 1
-                            result.signed += bool(hit[3] & FLAG_SIGNED)
+                            result.signed += bool(flags & FLAG_SIGNED)
                             continue
-                        record = parse_record(hit[1])
+                        text = self.cache.record(path, name)
+                        if text is not None:  # else gone since the lookup: read the file
+                            result.cached += 1
+                            record = parse_record(text)
                 self._file(result, directory, name, follow, record, listed)
             except FileNotFoundError:
                 result.problems.append((join(path, name), "vanished", "vanished"))
