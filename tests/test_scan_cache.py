@@ -206,6 +206,28 @@ def test_a_deleted_file_disappears(tree, tmp_path):
     assert identities(third.rows) == tree.expected()
 
 
+def test_a_pe_row_that_lost_its_record_is_read_again(tree, tmp_path):
+    """A rescan takes a PE's record only when the rules must run on it again (a detection
+    here). A row that says "a PE" but holds no record (another rmmscan sharing the state
+    directory, a hand-edited cache) must make the file be read, never pass as a non-PE: that
+    would drop its detection."""
+    state = tmp_path / "state"
+    first = scan("--format", "jsonl", "-q", tree.root, state_dir=state)
+    victim = os.fsencode(tree.root / "b" / "srl.dll")
+    assert os.fsdecode(victim) in {r["FolderPath"] for r in first.rows}
+    with sqlite3.connect(state / "cache.sqlite") as db:
+        folder, name = os.fsdecode(os.path.dirname(victim)), os.fsdecode(os.path.basename(victim))
+        changed = db.execute(
+            "UPDATE files SET record = NULL WHERE dir = ? AND name = ? AND flags & 1",
+            (folder, name),
+        ).rowcount
+    assert changed == 1
+    again, opened = traced(tmp_path, "--format", "jsonl", tree.root, state_dir=state)
+    assert files_opened(opened, tree) == {victim}
+    assert stable_set(again.rows) == stable_set(first.rows)
+    assert again.summary["from the cache"] == len(regular_files(tree)) - 1
+
+
 def test_no_cache_reads_every_file(tree, tmp_path):
     state = tmp_path / "state"
     first = scan("--format", "jsonl", "-q", tree.root, state_dir=state)

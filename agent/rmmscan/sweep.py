@@ -106,7 +106,7 @@ class Sweep:
                             result.signed += bool(flags & FLAG_SIGNED)
                             continue
                         text = self.cache.record(path, name)
-                        if text is not None:  # else gone since the lookup: read the file
+                        if text is not None:  # else gone since the lookup, or damaged: read it
                             result.cached += 1
                             record = parse_record(text)
                 self._file(result, directory, name, follow, record, listed)
