@@ -5,12 +5,16 @@ or never, and a process killed while holding the lock does not block the others.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+from sweeptree import PE_DIR, TEST_ROOT, stable_set
 
 from rmmscan import claims as claiming
 from rmmscan.claims import Claims, fixed_owner
@@ -126,3 +130,34 @@ def test_claims_that_cannot_be_made_give_the_fixed_split():
     assert claiming.make(claiming.MAX_SHARES + 1) is None  # the owner field is one byte
     with pytest.raises(ValueError):
         Claims(2, slots=100)
+
+
+# Where ``import fcntl`` fails, as on Windows: every other import of the package still works.
+_WITHOUT_FCNTL = """
+import sys
+sys.modules["fcntl"] = None  # import fcntl raises ImportError from here on
+from rmmscan import claims, cli
+assert claims.fcntl is None and claims.make(2) is None
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_without_fcntl_rmmscan_imports_and_sweeps_on_the_fixed_split(tmp_path):
+    """claims.py imported fcntl unconditionally, and sweep.py and cli.py import claims.py: on
+    Windows rmmscan would not even start. Without fcntl the processes here split by the
+    fixed hash, and find what the claims find."""
+    runs = {}
+    for name, argv in (("without", ["-c", _WITHOUT_FCNTL]), ("with", ["-m", "rmmscan"])):
+        out = tmp_path / f"{name}.jsonl"
+        done = subprocess.run(
+            [sys.executable, *argv, "scan", "--jobs", "2", "--no-cache", "--format", "jsonl",
+             "-o", str(out), "-q", "--trusted-roots", str(TEST_ROOT),
+             "--state-dir", str(tmp_path / name), str(PE_DIR)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        # 1 is also Python's status for an uncaught exception (an ImportError, say)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 1, done.stderr  # detections
+        runs[name] = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert len(runs["with"]) > 20
+    assert stable_set(runs["without"]) == stable_set(runs["with"])

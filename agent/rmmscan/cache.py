@@ -80,7 +80,7 @@ class ScanCache:
                 self._all.append(db)
         return db
 
-    def lookup_dir(self, directory: str) -> dict[str, tuple[str, bytes, str | None, int]]:
+    def lookup_dir(self, directory: str) -> dict[str, tuple[str | bytes, bytes, str | None, int]]:
         """Every file of one directory (any thread): name -> (name, key, judged, flags).
 
         Without the records: an unchanged file needs its record only when it is a PE the

@@ -20,12 +20,16 @@ owner, so no directory is visited twice or never.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
 import os
 import tempfile
 import zlib
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fork either; its sweep uses threads, and make() says None
+    fcntl = None
 
 _SLOT = 16  # 15 bytes of digest, 1 of owner (share + 1; 0: empty): one byte cannot tear
 _DIGEST = 15
@@ -103,6 +107,8 @@ class Claims:
 
 def make(shares: int) -> Claims | None:
     """Claims for `shares` processes; None (the fixed split) where they cannot be made."""
+    if fcntl is None:
+        return None
     try:
         return Claims(shares)
     except (OSError, ValueError):  # no writable temporary directory, too many processes
