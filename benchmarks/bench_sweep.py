@@ -396,14 +396,17 @@ def score(manifest: dict, ours: dict[str, dict], yara: set[str] | None) -> dict:
 # --------------------------------------------------------------------------- measuring
 
 
-def rounds(cmds: list[Command], repeat: int) -> None:
-    """One warm-up pass, then `repeat` rounds, the order reversed every other round."""
+def rounds(cmds: list[Command], repeat: int, before=None) -> None:
+    """One warm-up pass, then `repeat` rounds, the order reversed every other round;
+    `before()`, when given, runs before every timed run (bench_tree.py --cold)."""
     for c in cmds:
         print(f"  warm-up {c.key} ...", file=sys.stderr, flush=True)
         run(c)
     for i in range(repeat):
         order = cmds if i % 2 == 0 else cmds[::-1]
         for c in order:
+            if before is not None:
+                before()
             c.runs.append(run(c))
         summary = ", ".join(f"{c.key} {c.runs[-1].wall:.2f}s" for c in cmds)
         print(f"  round {i + 1}/{repeat}: {summary}", file=sys.stderr, flush=True)

@@ -1,6 +1,6 @@
 """The sweep and the rescan on a tree of your own, against bench_sweep.py's baselines.
 
-    .venv/bin/python benchmarks/bench_tree.py PATH [--jobs J] [--repeat R] [--out FILE]
+    .venv/bin/python benchmarks/bench_tree.py PATH [--jobs J] [--repeat R] [--cold] [--out FILE]
 
 PATH is any directory: a real file system, a mounted disk image. The commands are
 bench_sweep.py's (the same sweep, read baseline, rescan, `find` and floors, run the same way:
@@ -8,6 +8,10 @@ a warm-up pass, then alternating rounds, medians), without the generated corpus,
 detections or the RSS rounds. bench_sweep.py's targets are set on its corpus, where 7 % of the
 files are PEs; here the sweep's ratio moves with the tree's share of PEs, since every PE is
 parsed and the read baseline parses nothing. Nothing is written under PATH.
+
+--cold (root, Linux) drops the page cache before every timed run (sync, then 3 into
+/proc/sys/vm/drop_caches): what a one-off sweep of a machine meets, where the warm runs
+measure only CPU. The interpreter and the scan cache start cold too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ import bench_sweep as bs
 
 KEEP = ("sweep", "read", "read_nothreads", "sweep_j1", "rescan", "rescan_j1", "find",
         "find_stat", "find_stat_split", "walk_stat_split", "walk_stat", "list")  # fmt: skip
+
+
+DROP = "/proc/sys/vm/drop_caches"
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open(DROP, "w") as f:
+        f.write("3\n")
 
 
 def count(path: Path) -> dict:
@@ -48,8 +61,13 @@ def main() -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (5)")
-    parser.add_argument("--out", type=Path, default=bs.BENCH / "results-tree.json")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before each run")
+    parser.add_argument("--out", type=Path)
     opts = parser.parse_args()
+    if opts.out is None:
+        opts.out = bs.BENCH / ("results-tree-cold.json" if opts.cold else "results-tree.json")
+    if opts.cold and not os.access(DROP, os.W_OK):
+        sys.exit(f"--cold needs to write {DROP} (root, Linux)")
     drive = opts.path.resolve()
     if not drive.is_dir():
         sys.exit(f"{drive}: not a directory")
@@ -60,11 +78,12 @@ def main() -> None:
     tree = count(drive)
     every = bs.commands(drive, opts.jobs, "tree")
     cmds = {k: every[k] for k in KEEP}
-    print(f"# rmmscan on {drive}: {tree['regular_files']:,} files, "
+    print(f"# rmmscan on {drive}{' (page cache dropped before each run)' if opts.cold else ''}: "
+          f"{tree['regular_files']:,} files, "
           f"{tree['directories']:,} directories, {tree['bytes'] / (1 << 30):.2f} GiB, "
           f"jobs {opts.jobs}, {opts.repeat} rounds\n", flush=True)  # fmt: skip
     print("timing (warm-up pass, then alternating rounds) ...", file=sys.stderr, flush=True)
-    bs.rounds(list(cmds.values()), opts.repeat)
+    bs.rounds(list(cmds.values()), opts.repeat, drop_caches if opts.cold else None)
 
     j = opts.jobs
     measures = [
@@ -99,7 +118,7 @@ def main() -> None:
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "machine": bs.machine(),
         "tree": {"path": str(drive), **tree},
-        "settings": {"jobs": j, "repeat": opts.repeat, "warmup": 1},
+        "settings": {"jobs": j, "repeat": opts.repeat, "warmup": 1, "cold": opts.cold},
         "commands": {k: c.shell() for k, c in cmds.items()},
         "runs": {k: [asdict(r) for r in c.runs] for k, c in cmds.items()},
         "medians_s": med,
