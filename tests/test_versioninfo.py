@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import time
 from pathlib import Path
 
 import pefile
@@ -145,50 +144,6 @@ def test_real_files_agree_with_pefile(real_files):
                 assert found["CompanyName"] == "Microsoft Corporation", path.name
             else:
                 assert found == {}, path.name
-
-
-def _best(call, seconds: float) -> float:
-    """Best per-call time of batches run for about `seconds` (the least disturbed batch)."""
-    call()
-    start = time.perf_counter()
-    call()
-    once = max(time.perf_counter() - start, 1e-7)
-    batch = max(1, int(seconds / 20 / once))
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or best == float("inf"):
-        start = time.perf_counter()
-        for _ in range(batch):
-            call()
-        best = min(best, (time.perf_counter() - start) / batch)
-    return best
-
-
-def test_microsoft_dlls_tens_of_microseconds(real_files):
-    """Per file, same run: the reader on an open file against pefile on the same bytes.
-
-    The reader should cost tens of microseconds and pefile milliseconds; the assertion
-    leaves a wide margin (10x) for a loaded machine. ``-s`` shows the table.
-    """
-    lines, ours_total, pefile_total = [], 0.0, 0.0
-    for path in real_files["msvc"]:
-        data = path.read_bytes()
-        with path.open("rb") as stream:
-            size = len(data)
-            mine = _best(lambda s=stream, n=size: version_info(s, n), 0.3)
-        theirs = _best(lambda d=data: pefile_fields(d), 0.3)
-        ours_total, pefile_total = ours_total + mine, pefile_total + theirs
-        lines.append(
-            f"{path.name:28} {len(data):>8} B  ours {mine * 1e6:7.1f} µs"
-            f"  pefile {theirs * 1e3:6.2f} ms  {theirs / mine:5.0f}x"
-        )
-    count = len(real_files["msvc"])
-    lines.append(
-        f"{'mean':28} {'':>10}  ours {ours_total / count * 1e6:7.1f} µs"
-        f"  pefile {pefile_total / count * 1e3:6.2f} ms  {pefile_total / ours_total:5.0f}x"
-    )
-    print("\n" + "\n".join(lines))
-    assert pefile_total / ours_total > 10, lines
 
 
 # -- files built here --------------------------------------------------------------------------
@@ -431,11 +386,9 @@ def test_node_budget():
     assert found == {"CompanyName": "Acme"}
     found = ours(build(("040904b0", [*filler, tiny, string("CompanyName", "Acme")])))
     assert found == {}
-    many = [tiny] * 7000  # 56 KiB: still a millisecond or so
+    many = [tiny] * 7000  # 56 KiB of nodes: the walk stops at MAX_NODES, as above
     data = build(("040904b0", [*many, string("CompanyName", "Acme")]))
-    start = time.perf_counter()
     assert ours(data) == {}
-    assert time.perf_counter() - start < 0.1
 
 
 def _directory_loop(entry_at: int, target: int) -> bytes:
