@@ -21,9 +21,7 @@ owner, so no directory is visited twice or never.
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
-import tempfile
 import zlib
 
 try:
@@ -48,6 +46,11 @@ class Claims:
     def __init__(self, shares: int, slots: int = DEFAULT_SLOTS):
         if not 0 < shares <= MAX_SHARES or slots & (slots - 1):
             raise ValueError(f"at most {MAX_SHARES} shares, and a power of two of slots")
+        # Imported here: cli.py imports this module for MAX_SHARES at every command's start,
+        # and tempfile alone costs 4 ms there; only a sweep with processes makes claims.
+        import mmap
+        import tempfile
+
         self.shares = shares
         self._mask = slots - 1
         self._limit = slots // 2  # linear probing stays short, and a probe always ends
