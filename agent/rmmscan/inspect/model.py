@@ -36,6 +36,12 @@ class Anomaly(StrEnum):
     UNSUPPORTED_ENTRY_TYPE = "unsupported_certificate_entry_type"
     PKCS7_MALFORMED = "pkcs7_malformed"
     PKCS7_TRUNCATED = "pkcs7_truncated"
+    PKCS7_BER = "pkcs7_not_der"  # read, but not in the DER that Authenticode requires
+    CERTIFICATE_MALFORMED = "certificate_malformed"  # read with the tolerant reader
+    ATTRIBUTE_TOO_LARGE = "unsigned_attribute_too_large"  # skipped, not parsed
+    LIMIT_REACHED = "inspection_limit_reached"  # a cap on signatures, depth or items
+    CHANGED_DURING_READ = "changed_during_read"  # the file changed while it was read
+    INTERNAL_ERROR = "internal_error"  # an unexpected exception; see Inspection.errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +127,6 @@ class Inspection:
     signatures: list[SignatureInfo] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     verdicts: list[Verdict] | None = None  # parallel to signatures, when verified
+    # Unexpected exceptions caught inside inspection or verification ("where: Type: message"):
+    # the rows are still made from what was read, and the caller reports these as failures.
+    errors: list[str] = field(default_factory=list)
