@@ -459,3 +459,12 @@ def test_a_file_rewritten_while_it_is_read(tmp_path):
     assert stable_set(again.rows) == stable_set(done.rows)
     assert again.summary["from the cache"] == 1, again.stderr  # other.exe only
     assert "changed" not in again.summary
+
+
+def test_a_pseudo_file_system_as_the_root_exits_2_and_says_so(tmp_path):
+    """`rmmscan /proc` sweeps nothing: exiting 0 would report a clean machine."""
+    done = scan("--format", "jsonl", "/proc", state_dir=tmp_path / "s")
+    assert done.returncode == 2, done
+    assert done.rows == []
+    assert "rmmscan: /proc: on a pseudo file system" in done.stderr, done.stderr
+    assert done.summary["unreadable roots"] == 1

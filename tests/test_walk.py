@@ -173,3 +173,40 @@ def test_shares_of_a_walk_visit_each_file_once_and_count_each_thing_once(tree, f
     assert sum(len(s) for s in seen_by) == len(whole)  # no file in two shares
     assert sum(bool(s) for s in seen_by) >= 2  # the files really were shared out
     assert totals == whole_counts
+
+
+@pytest.mark.parametrize("use_openat", [True, False], ids=["openat", "paths"])
+def test_a_directory_swapped_for_a_symlink_after_listing_is_counted_vanished(tmp_path, use_openat):
+    """Listed as a directory, a symlink by the time it is opened: not followed, and not a
+    permission problem either (nothing to list on stderr)."""
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "inside").write_bytes(b"x")
+    (tmp_path / "top").write_bytes(b"x")
+    seen: list[str] = []
+
+    def visit(_root, directory, files, _followed):
+        seen.extend(os.path.join(directory.path, f) for f in files)
+        if directory.path == str(tmp_path):  # the root: victim/ is listed, not yet opened
+            os.rename(tmp_path / "victim", tmp_path / "moved")
+            os.symlink("moved", tmp_path / "victim")
+
+    problems: list[tuple] = []
+    tally = Tally(on_problem=lambda *p: problems.append(p))
+    Walk([str(tmp_path)], visit, tally, WalkOptions(use_openat=use_openat), 1).run()
+    assert seen == [str(tmp_path / "top")]
+    assert tally.counts == {"directories": 1, "vanished": 1}
+    assert problems == []
+
+
+def test_a_pseudo_file_system_given_as_root_is_a_problem_not_silence():
+    problems: list[tuple] = []
+    tally = Tally(on_problem=lambda *p: problems.append(p))
+    seen: list[str] = []
+    walk_ = Walk(["/proc", "/proc/cpuinfo"], lambda *a: seen.append(a), tally, WalkOptions(), 1)
+    walk_.run()
+    assert seen == []
+    assert [(path, kind) for path, kind, _ in problems] == [
+        ("/proc/cpuinfo", "unreadable roots"),
+        ("/proc", "unreadable roots"),
+    ]
+    assert all("pseudo file system" in message for _, _, message in problems)

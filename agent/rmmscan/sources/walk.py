@@ -18,6 +18,7 @@ claims.py), so the processes together visit each directory once.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -114,6 +115,7 @@ def join(directory: str, name: str) -> str:
 
 
 _SEPS = ("/", os.sep)
+PSEUDO_ROOT = "on a pseudo file system (/proc, /sys, ...): not swept, it holds no files on disk"
 
 
 def _message(exc: OSError) -> str:
@@ -202,6 +204,9 @@ class Walk:
         if not stat.S_ISREG(st.st_mode):
             tally.problem(root, "unreadable roots", "not a directory or a regular file")
             return
+        if st.st_dev in self._pseudo:
+            tally.problem(root, "unreadable roots", PSEUDO_ROOT)
+            return
         if tally is _MUTED:
             return
         parent, name = os.path.split(root.rstrip("/" + os.sep) or root)
@@ -254,7 +259,7 @@ class Walk:
         except FileNotFoundError:
             tally.count("vanished")
         except OSError as exc:
-            if exc.errno == getattr(os, "ELOOP", -1) or exc.errno == getattr(os, "ENOTDIR", -1):
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 tally.count("vanished")  # replaced by a symlink or a file since listed
             else:
                 kind = "unreadable" if item.parent is not None else "unreadable roots"
@@ -293,7 +298,10 @@ class Walk:
 
     def _enter(self, item: _Dir, st: os.stat_result, tally: Tally) -> bool:
         if st.st_dev in self._pseudo:
-            tally.count("pseudo file systems skipped")
+            if item.parent is None:  # asked for by name: saying nothing would mean "clean"
+                tally.problem(item.path, "unreadable roots", PSEUDO_ROOT)
+            else:
+                tally.count("pseudo file systems skipped")
             return False
         if self.options.one_file_system and st.st_dev != item.root_dev:
             tally.count("other file systems skipped")
