@@ -1,5 +1,6 @@
-"""The wheel is what ships: it must hold every package and the whole rule pack, and work
-installed on its own (not from this checkout)."""
+"""The wheel is what ships: it must hold every package and the whole rule pack, build without
+setuptools' warnings about folders left out of `packages`, and work installed on its own (not
+from this checkout)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 
 from conftest import ROOT
 
+# Folders of package data: setuptools counts each as a (namespace) package to be listed.
+DATA_PACKAGES = {"rmmscan.data", "rmmscan.rules.tests"}
+
 
 def _packages_on_disk() -> set[str]:
-    found = {"rmmscan.rules"}
+    found = {"rmmscan.rules", *DATA_PACKAGES}
     for init in (ROOT / "agent").rglob("__init__.py"):
         found.add(".".join(init.parent.relative_to(ROOT / "agent").parts))
     return found
@@ -26,15 +30,40 @@ def test_every_package_is_listed_in_pyproject():
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> zipfile.ZipFile:
+def build(tmp_path_factory) -> tuple[zipfile.ZipFile, str]:
+    """The wheel, and everything the build printed (-v: the backend's warnings included)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        check=True,
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), str(ROOT)],
         capture_output=True,
+        text=True,
     )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (path,) = out.glob("rmmscan-*.whl")
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(path), proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build) -> zipfile.ZipFile:
+    return build[0]
+
+
+def test_the_build_warns_of_no_package_left_out(build):
+    log = build[1]
+    assert "Successfully built rmmscan" in log or "Saved " in log, log[-2000:]
+    for warning in ("Package would be ignored", "is absent from the `packages` configuration",
+                    "not in `packages`", "as data is deprecated"):  # fmt: skip
+        assert warning not in log, warning
+
+
+def test_the_wheel_carries_the_project_license(wheel):
+    names = set(wheel.namelist())
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = wheel.read(meta).decode("utf-8")
+    assert "License-Expression: Apache-2.0" in text
+    (license_file,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert wheel.read(license_file) == (ROOT / "LICENSE").read_bytes()
+    assert b"Version 2.0, January 2004" in (ROOT / "LICENSE").read_bytes()
 
 
 def test_wheel_holds_the_rule_pack_and_its_tests(wheel):
