@@ -1,0 +1,170 @@
+"""Atheris harness over inspection: inspect_stream, version_info, verify, signature_rows.
+
+    .venv/bin/python fuzz/inspect_fuzz.py [libFuzzer flags] CORPUS_DIR   fuzz (see fuzz/run)
+    .venv/bin/python fuzz/inspect_fuzz.py --seed DIR      write the seed corpus into DIR
+    .venv/bin/python fuzz/inspect_fuzz.py --replay PATH... run every file once, no atheris
+
+An exception escaping inspection does not end the campaign: the harness saves the input
+as fuzz/crashes/crash-<signature>.bin with its traceback beside it (.txt), one file per
+distinct signature (exception type and the innermost rmmscan frames), and goes on; the
+campaign then finds every distinct crash, not just the first. Errors that inspection
+caught itself (Inspection.errors, anomaly internal_error) are saved the same way as
+internal-<signature>.bin: not crashes, but unexpected exceptions the lead wants to see.
+Hangs and memory blow-ups end the process (libFuzzer's -timeout and -rss_limit_mb) and
+fuzz/run restarts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import sys
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+CRASHES = Path(os.environ.get("FUZZ_CRASHES", ROOT / "fuzz" / "crashes"))
+TEST_ROOT = ROOT / "samples" / "pki" / "test-root.pem"
+MAX_SEED = 256 * 1024  # larger crafted files are tested by the suite, not mutated here
+
+REPLAY = "--replay" in sys.argv[1:2] or "--seed" in sys.argv[1:2]
+if not REPLAY:
+    import atheris
+
+    with atheris.instrument_imports(include=["rmmscan.inspect", "asn1crypto", "signify"]):
+        # inspect_stream and verify import these lazily: import them here to instrument them.
+        import rmmscan.inspect.authenticode
+        import rmmscan.inspect.trust
+        import rmmscan.inspect.verify  # noqa: F401
+        from rmmscan.inspect import Inspector, inspect_stream, version_info
+        from rmmscan.rows import signature_rows
+else:
+    from rmmscan.inspect import Inspector, inspect_stream, version_info
+    from rmmscan.rows import signature_rows
+
+import mutate  # noqa: E402  (tests/mutate.py)
+
+# System roots stay out: loading them costs seconds and adds nothing to the parsing paths.
+INSPECTOR = Inspector([TEST_ROOT], system_roots=False)
+_seen: set[str] = set()
+
+
+def signature(exc: BaseException) -> str:
+    """Exception type and the innermost three frames inside rmmscan: one crash, one name."""
+    frames = [
+        f"{Path(f.filename).name}:{f.name}:{f.lineno}"
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "rmmscan" in f.filename or "asn1crypto" in f.filename or "signify" in f.filename
+    ]
+    return f"{type(exc).__name__}@{'/'.join(frames[-3:])}"
+
+
+def save(prefix: str, key: str, data: bytes, text: str) -> None:
+    if key in _seen:
+        return
+    _seen.add(key)
+    name = hashlib.sha1(key.encode()).hexdigest()[:12]
+    CRASHES.mkdir(parents=True, exist_ok=True)
+    target = CRASHES / f"{prefix}-{name}.bin"
+    if not target.exists() or target.stat().st_size > len(data):
+        target.write_bytes(data)  # the smallest input seen for this signature
+        (CRASHES / f"{prefix}-{name}.txt").write_text(f"{key}\n\n{text}", "utf-8")
+    print(f"\n== {prefix}: {key} -> {target.name}", file=sys.stderr, flush=True)
+
+
+def check(data: bytes) -> None:
+    """The properties every input must have; raises AssertionError or the escaped exception."""
+    stream = io.BytesIO(data)
+    inspection = inspect_stream(stream)
+    if not inspection.is_pe:
+        assert inspection.not_pe_reason, "a non-PE without a reason"
+        return
+    assert isinstance(version_info(stream, len(data)), dict)
+    verdicts = INSPECTOR.verify(stream, inspection)
+    assert len(verdicts) == len(inspection.signatures), "a signature without a verdict"
+    rows = signature_rows(inspection)
+    assert len(rows) == max(1, len(inspection.signatures)), "rows and signatures differ"
+    for error in inspection.errors:
+        key = error.split(":", 2)[:2]
+        save("internal", ":".join(key), data, error)
+
+
+def test_one_input(data: bytes) -> None:
+    try:
+        check(data)
+    except Exception as exc:  # every escape is a finding; the campaign goes on
+        save("crash", signature(exc), data, traceback.format_exc())
+
+
+def seeds() -> list[bytes]:
+    """samples/pe/* and the crafted attack files small enough to mutate."""
+    found = [p.read_bytes() for p in sorted((ROOT / "samples" / "pe").iterdir())]
+    try:
+        import crafted
+
+        found.extend(blob for blob in crafted.fuzz_seeds() if len(blob) <= MAX_SEED)
+    except Exception as exc:  # the crafted builders are optional seeds, not the harness
+        print(f"crafted seeds unavailable: {exc!r}", file=sys.stderr)
+    return found
+
+
+_seed_cache: dict[bytes, mutate.Seed] = {}
+_donor_trees: list = []
+_donor_blobs: list = []
+
+
+def _donors() -> None:
+    for blob in seeds():
+        seed = mutate.Seed.of(blob)
+        if seed.tree is not None:
+            _donor_trees.append(seed.tree)
+            _donor_blobs.extend(e.blob for e in seed.layout.entries)
+
+
+def custom_mutator(data: bytes, max_size: int, rng_seed: int) -> bytes:
+    """Structured mutations of tests/mutate.py, interleaved with libFuzzer's own."""
+    rng = random.Random(rng_seed)
+    if rng.random() < 0.3:
+        return atheris.Mutate(data, max_size)
+    key = hashlib.sha1(data).digest()
+    seed = _seed_cache.get(key)
+    if seed is None:
+        if len(_seed_cache) > 256:
+            _seed_cache.clear()
+        seed = _seed_cache[key] = mutate.Seed.of(data)
+    if seed.layout is None:
+        return atheris.Mutate(data, max_size)
+    try:
+        out = mutate.mutate(rng, seed, _donor_trees, _donor_blobs).data
+    except Exception:  # a mutator bug must not stop the campaign
+        return atheris.Mutate(data, max_size)
+    return out[:max_size]
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--seed"]:
+        target = Path(sys.argv[2])
+        target.mkdir(parents=True, exist_ok=True)
+        for blob in seeds():
+            (target / hashlib.sha1(blob).hexdigest()).write_bytes(blob)
+        return
+    if sys.argv[1:2] == ["--replay"]:
+        count = 0
+        for arg in sys.argv[2:]:
+            paths = sorted(Path(arg).iterdir()) if Path(arg).is_dir() else [Path(arg)]
+            for p in paths:
+                if p.is_file() and p.suffix != ".txt":
+                    test_one_input(p.read_bytes())
+                    count += 1
+        print(f"replayed {count} inputs, {len(_seen)} distinct findings", file=sys.stderr)
+        return
+    _donors()
+    atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
