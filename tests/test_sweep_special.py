@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
+import json
 import os
 import pty
 import re
@@ -449,14 +451,21 @@ def test_a_file_rewritten_while_it_is_read(tmp_path):
         run.kill()
     assert done.returncode == 1, done
     # what was read is reported (a finding is never dropped): here all of it was read after
-    # the rewrite, so every column is the new content's; the change is counted
+    # the rewrite, so every column is the new content's; the change is marked and counted
     tree.files[victim] = "modified-after-signing.exe"
-    tree.check(done.rows, NAMES)
-    assert identities(done.rows) == tree.expected()
+    rows = done.rows
+    marked = [r for r in rows if r["FolderPath"] == os.fsdecode(victim)]
+    assert marked and all(
+        json.loads(r["Anomalies"])[-1] == "changed_during_read" for r in marked
+    ), marked
+    for r in marked:
+        r["Anomalies"] = json.dumps(json.loads(r["Anomalies"])[:-1])
+    tree.check(rows, NAMES)
+    assert identities(rows) == tree.expected()
     assert done.summary["changed"] == 1, done.stderr
     # and it is not cached: the next sweep reads it again
     again = scan("--format", "jsonl", "--emit", "all", tree.root, state_dir=tmp_path / "s")
-    assert stable_set(again.rows) == stable_set(done.rows)
+    assert stable_set(again.rows) == stable_set(rows)  # the same, unmarked
     assert again.summary["from the cache"] == 1, again.stderr  # other.exe only
     assert "changed" not in again.summary
 
@@ -468,3 +477,43 @@ def test_a_pseudo_file_system_as_the_root_exits_2_and_says_so(tmp_path):
     assert done.rows == []
     assert "rmmscan: /proc: on a pseudo file system" in done.stderr, done.stderr
     assert done.summary["unreadable roots"] == 1
+
+
+@pytest.mark.parametrize("jobs", [["-j", "1"], []], ids=["jobs=1", "default-jobs"])
+def test_a_file_that_grows_while_it_is_read_is_still_reported(tmp_path, jobs):
+    """A DWSNET-signed file appended to after rmmscan opened it: its rows (what was read) come
+    out, marked changed_during_read, the change is counted, the detection exits 1, and the
+    file is not cached: the next sweep judges it again."""
+    tree = Tree(tmp_path / "tree")
+    victim = tree.put("a/victim.exe", "dwsnet-ou.exe")
+    tree.put("a/other.exe", "dwsnet-srl.exe")
+    # stopped right after the victim's open (its fstat): the file grows, then rmmscan reads it
+    run = Stopped(
+        *jobs, "--format", "jsonl", tree.root,
+        state_dir=tmp_path / "s", path=victim, syscall="newfstatat", when=1,
+        log=tmp_path / "strace.log",
+    )  # fmt: skip
+    try:
+        with open(victim, "ab") as f:
+            f.write(b"appended by a writer while rmmscan read the file\n" * 100)
+        done = run.resume()
+    finally:
+        run.kill()
+    assert done.returncode == 1, done
+    grown = Path(os.fsdecode(victim)).read_bytes()
+    rows = [r for r in done.rows if r["FolderPath"] == os.fsdecode(victim)]
+    assert FILESIG[0] in {r["RuleId"] for r in rows}, done
+    for r in rows:
+        assert "changed_during_read" in json.loads(r["Anomalies"]), r
+        assert r["Signer"] == "DWSNET OÜ"
+        assert r["SHA256"] == hashlib.sha256(grown).hexdigest()  # what was read
+    others = [r for r in done.rows if r not in rows]
+    assert others and all("changed_during_read" not in r["Anomalies"] for r in others)
+    assert done.summary["changed"] == 1, done.stderr
+    again = scan(*jobs, "--format", "jsonl", tree.root, state_dir=tmp_path / "s")
+    assert again.returncode == 1, again
+    assert again.summary["from the cache"] == 1, again.stderr  # other.exe only
+    assert "changed" not in again.summary
+    again_rows = [r for r in again.rows if r["FolderPath"] == os.fsdecode(victim)]
+    assert FILESIG[0] in {r["RuleId"] for r in again_rows}
+    assert all("changed_during_read" not in r["Anomalies"] for r in again_rows)

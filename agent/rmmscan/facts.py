@@ -10,6 +10,7 @@ is not opened at all unless a new rule needs a group the record lacks.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -22,6 +23,20 @@ from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
 
 class FileChanged(OSError):
     """The file is no longer the one that was listed (replaced, truncated, grown)."""
+
+
+def with_anomaly(anomalies: str | None, anomaly: str) -> str:
+    """The Anomalies column (a JSON array) with one more; a value that is not such an array
+    (it never is, but a finding must not be lost to it) is kept as an entry of its own."""
+    try:
+        values = json.loads(anomalies) if anomalies else []
+    except ValueError:
+        values = [anomalies]
+    if not isinstance(values, list):
+        values = [values]
+    if anomaly not in values:
+        values.append(anomaly)
+    return json.dumps(values)
 
 
 class FileFacts:
@@ -45,6 +60,9 @@ class FileFacts:
         # row), "version" and "hash" (dicts), and "gen" (the trust options of the verdicts).
         self.record: dict = dict(record) if record else {}
         self.computed = False  # a group was computed that the record lacked: store it
+        # Why the file is not the one listed any more, when reading it showed that (its rows
+        # are still made from what was read; the caller marks them and does not cache them).
+        self.changed: str | None = None
         self.now = now or dt.datetime.now(dt.UTC)
         self.generation = generation  # of the trust options: verdicts of others don't count
         if self.record.get("verdict") is not None and (
@@ -82,6 +100,13 @@ class FileFacts:
         return self._inspection
 
     @property
+    def errors(self) -> list[str]:
+        """Unexpected exceptions inspection caught and recorded (its rows are still made)."""
+        if self._inspection is None:
+            return []
+        return list(getattr(self._inspection, "errors", None) or [])
+
+    @property
     def is_pe(self) -> bool:
         if "pe" not in self.record:
             self.record["pe"] = self.inspection.is_pe
@@ -116,7 +141,11 @@ class FileFacts:
 
             hashes = self._hashed() or hash_stream(self.stream)
             if hashes.size != self.file["FileSize"]:
-                raise FileChanged(f"size changed while read ({hashes.size} bytes read)")
+                # What was read is hashed and reported: dropping the file would drop a finding.
+                self.changed = (
+                    f"changed while it was read ({hashes.size:,} bytes read, "
+                    f"{self.file['FileSize']:,} listed)"
+                )
             return rows.hash_columns(hashes)
 
         return self._group("hash", compute)
@@ -234,6 +263,22 @@ class FileFacts:
         out.update(self.hashes())
         out.update(verdict)
         return out
+
+    def partial_row(self, index: int) -> tuple[dict, list[BaseException]]:
+        """One row with every group that can still be computed (the others null), and what
+        failed: when completing a row fails, the row is still worth emitting."""
+        out = dict.fromkeys(NAMES)
+        out.update(self.file)
+        out.update(self.signature_rows()[index])
+        failures: list[BaseException] = []
+        for compute in (self.version, lambda: self.verdict_rows()[index], self.hashes):
+            try:
+                out.update(compute())
+            except FileChanged:
+                raise
+            except Exception as exc:
+                failures.append(exc)
+        return out, failures
 
 
 def same_file(before: os.stat_result, after: os.stat_result) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .facts import FileFacts
+from .facts import FileChanged, FileFacts, with_anomaly
+from .inspect.model import Anomaly
 from .rule_memo import RuleSet
 
 EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL = "detections", "signed", "all"
@@ -22,6 +23,18 @@ class Judgement:
     detections: int = 0
     suppressed: list[tuple[str, str]] = field(default_factory=list)  # (allowlist entry, rule id)
     signed: bool = False
+    # What went wrong on the way, as (kind, message): "failed" for an unexpected exception (a
+    # bug), "unreadable" for a read error. The rows are still emitted, as far as they can be
+    # built; a row the rules could not judge is emitted whatever the policy, unjudged.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def problem(self, kind: str, where: str, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and not isinstance(exc, FileChanged):
+            entry = ("unreadable", f"{where}: {exc.strerror or exc}")
+        else:
+            entry = (kind, f"internal error in {where}: {type(exc).__name__}: {exc}")
+        if entry not in self.problems:
+            self.problems.append(entry)
 
 
 class Pipeline:
@@ -40,18 +53,63 @@ class Pipeline:
             get = facts.getter(index)
             signed = bool(get("IsSigned"))
             out.signed = out.signed or signed
+            matched, judged = self._matching(get, out)
             hits = []
-            for rule in self.rules.matching(get):
-                entry = self.allowlist.suppressing(rule, get) if self.allowlist else None
+            for rule in matched:
+                try:
+                    entry = self.allowlist.suppressing(rule, get) if self.allowlist else None
+                except FileChanged:
+                    raise
+                except Exception as exc:  # not knowing whether it is sanctioned: report it
+                    out.problem("failed", "the allowlist", exc)
+                    entry = None
                 if entry is not None:
                     out.suppressed.append((entry.name, rule.id))
                 else:
                     hits.append(rule)
             if hits:
-                row = facts.row(index)
+                row = self._row(facts, index, out)
                 for rule in hits:
                     out.rows.append(dict(row, RuleId=rule.id, RuleName=rule.name))
                 out.detections += len(hits)
+            elif not judged:  # it may be a finding: emitted, and marked as not judged
+                row = self._row(facts, index, out)
+                row["Anomalies"] = with_anomaly(row["Anomalies"], str(Anomaly.INTERNAL_ERROR))
+                out.rows.append(row)
             elif self.emit == EMIT_ALL or (self.emit == EMIT_SIGNED and signed):
-                out.rows.append(facts.row(index))
+                out.rows.append(self._row(facts, index, out))
         return out
+
+    def _matching(self, get, out: Judgement) -> tuple[list, bool]:
+        """The rules that match, and whether every rule could say; when the memoized set
+        fails, each rule is asked on its own, so one failing rule costs only its own say."""
+        try:
+            return self.rules.matching(get), True
+        except FileChanged:
+            raise
+        except Exception:
+            pass
+        matched, judged = [], True
+        for rule in self.rules.rules:
+            try:
+                if rule.query.matches(get):
+                    matched.append(rule)
+            except FileChanged:
+                raise
+            except Exception as exc:
+                out.problem("failed", f"rule {rule.id}", exc)
+                judged = False
+        return matched, judged
+
+    @staticmethod
+    def _row(facts: FileFacts, index: int, out: Judgement) -> dict:
+        try:
+            return facts.row(index)
+        except FileChanged:
+            raise  # nothing of the file as it is now was read: the caller reads it again
+        except Exception as exc:
+            row, failures = facts.partial_row(index)
+            for failure in failures or [exc]:
+                out.problem("failed", "completing a row", failure)
+            row["Anomalies"] = with_anomaly(row["Anomalies"], str(Anomaly.INTERNAL_ERROR))
+            return row

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from . import claims as claiming
 from . import rows
 from .cache import ScanCache, key_of, parse_record
-from .facts import FileChanged, FileFacts, same_file
+from .facts import FileChanged, FileFacts, same_file, with_anomaly
+from .inspect.model import Anomaly
 from .pipeline import Pipeline
 from .sources.dirs import NotRegular, open_regular
 from .sources.walk import Tally, Walk, WalkOptions, join
@@ -109,7 +110,14 @@ class Sweep:
                         if text is not None:  # else gone since the lookup, or damaged: read it
                             result.cached += 1
                             record = parse_record(text)
-                self._file(result, directory, name, follow, record, listed)
+                try:
+                    self._file(result, directory, name, follow, record, listed)
+                except FileChanged:
+                    if record is None:
+                        raise
+                    # The record is of the file as listed; what is there now is read afresh.
+                    result.cached -= 1
+                    self._file(result, directory, name, follow, None, None)
             except FileNotFoundError:
                 result.problems.append((join(path, name), "vanished", "vanished"))
             except (NotRegular, FileChanged) as exc:
@@ -172,12 +180,22 @@ class Sweep:
         try:
             judgement = self.pipeline.judge(facts)
             # A file written to while it was read still reports what was read (a finding is
-            # never dropped), but is counted and not cached: the next sweep reads it again.
-            changed = facts.opened and not same_file(listed, os.fstat(facts.stream.fileno()))
+            # never dropped), marked, counted, and not cached: the next sweep reads it again.
+            changed = facts.changed
+            opened = facts.opened
+            if not changed and opened and not same_file(listed, os.fstat(facts.stream.fileno())):
+                changed = "changed while it was read"
+            errors = facts.errors
         finally:
             facts.close()
+        problems = [(full, kind, message) for kind, message in judgement.problems]
+        problems += [(full, "failed", f"internal error in inspection: {e}") for e in errors]
         if changed:
-            result.problems.append((full, "changed", "changed while it was read"))
+            problems.append((full, "changed", changed))
+            mark = str(Anomaly.CHANGED_DURING_READ)
+            for row in judgement.rows:
+                row["Anomalies"] = with_anomaly(row["Anomalies"], mark)
+        result.problems.extend(problems)
         # The rules' verdict on this file may be remembered only if it cannot change with time:
         # nothing emitted or suppressed, and no verification read (a certificate expires).
         quiet = not judgement.rows and not judgement.suppressed
@@ -188,8 +206,8 @@ class Sweep:
         result.rows.extend(judgement.rows)
         result.detections += judgement.detections
         result.suppressed.extend(judgement.suppressed)
-        if self.cache is None or changed or not (facts.computed or judged is not None):
-            return  # nothing the cache does not already hold
+        if self.cache is None or problems or not (facts.computed or judged is not None):
+            return  # nothing the cache does not already hold, or nothing it should
         if not facts.is_pe:
             result.store.append((name, key_of(listed), None, None, 0))
             return
