@@ -1178,9 +1178,10 @@ def damaged_samples(good: Sample, other_pkcs7: bytes, other_sig: Sig) -> list[Sa
         Sample(
             "truncated-pkcs7.exe",
             "dwsnet-ou.exe cut in the middle of its PKCS#7; data directory unchanged (so the "
-            "table also runs past EOF)",
+            "table also runs past EOF). The signer, its certificate and the timestamp's time "
+            "come before the cut: rmmscan reads them, and the signature is Malformed",
             data[: p7_start + len(p7) // 2],
-            [],
+            with_status("Malformed"),
             ["certificate_table_size_exceeds_file", "pkcs7_truncated"],
         ),
     ]

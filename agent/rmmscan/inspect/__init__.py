@@ -42,7 +42,11 @@ def stream_size(stream: BinaryIO) -> int:
 
 
 def inspect_stream(stream: BinaryIO, size: int | None = None) -> Inspection:
-    """Recognise a PE and read every embedded signature; never raises on bad content."""
+    """Recognise a PE and read every embedded signature; never raises on bad content.
+
+    An OSError (the stream cannot be read) is the caller's to report. Any other exception is
+    a bug: it lands on ``Inspection.errors``, and what was read before it stays on the result.
+    """
     if size is None:
         size = stream_size(stream)
     try:
@@ -50,18 +54,30 @@ def inspect_stream(stream: BinaryIO, size: int | None = None) -> Inspection:
     except pe.NotPE as exc:
         return Inspection(size=size, is_pe=False, not_pe_reason=str(exc))
     result = Inspection(size=size, is_pe=True, header=header)
-    offset, length = header.cert_table
-    entries, result.anomalies = certtable.read_table(
-        stream, size, offset, length, header.headers_size
-    )
-    if not entries:
-        return result
-    from . import authenticode  # signify and asn1crypto: 0.2 s to import, only when needed
+    try:
+        offset, length = header.cert_table
+        entries, result.anomalies = certtable.read_table(
+            stream, size, offset, length, header.headers_size
+        )
+        if not entries:
+            return result
+        from . import authenticode  # signify and asn1crypto: 0.2 s to import, only when needed
 
-    sigs, more = authenticode.signatures(entries)
-    result.signatures = sigs
-    result.anomalies.extend(a for a in more if a not in result.anomalies)
+        sigs, more = authenticode.signatures(entries, result.errors)
+        result.signatures = sigs
+        result.anomalies.extend(a for a in more if a not in result.anomalies)
+    except OSError:
+        raise
+    except Exception as exc:
+        internal_error(result, "inspection", exc)
     return result
+
+
+def internal_error(inspection: Inspection, where: str, exc: BaseException) -> None:
+    """Record a bug met while reading one file: the caller reports it, the rows still go."""
+    inspection.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+    if Anomaly.INTERNAL_ERROR not in inspection.anomalies:
+        inspection.anomalies.append(Anomaly.INTERNAL_ERROR)
 
 
 class Inspector:
@@ -114,7 +130,22 @@ class Inspector:
                 from .verify import verify_all
 
                 broken = bool(LAYOUT_BROKEN.intersection(inspection.anomalies))
-                inspection.verdicts = verify_all(
-                    stream, inspection.signatures, self._build(), now, layout_broken=broken
-                )
+                try:
+                    inspection.verdicts = verify_all(
+                        stream,
+                        inspection.signatures,
+                        self._build(),
+                        now,
+                        layout_broken=broken,
+                        errors=inspection.errors,
+                    )
+                except OSError:
+                    raise
+                except Exception as exc:  # a bug: every signature keeps its row, Malformed
+                    internal_error(inspection, "verification", exc)
+                    detail = f"not verified: internal error ({type(exc).__name__})"
+                    inspection.verdicts = [
+                        Verdict(Status.MALFORMED, False, False, detail)
+                        for _ in inspection.signatures
+                    ]
             return inspection.verdicts

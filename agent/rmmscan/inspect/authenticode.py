@@ -1,42 +1,57 @@
 """Every embedded Authenticode signature of a certificate table, and its columns.
 
-This is the fast path (no verification): certificates are looked up in a per-thumbprint
-cache, so a typical table costs well under a millisecond. Verification parses the
-SignedData again from the bytes kept on the result (``signed_data``), for the few rows that
-need a verdict.
+One reader for every encoding: ber.py locates the parts of each ContentInfo (DER, BER with
+indefinite or long-form lengths, or cut short) in place, and only what a column needs is
+decoded: a certificate (certificates.py, once per thumbprint), an OID, a time. So the same
+signature gives the same row however it is encoded, and damage in one part (a certificate,
+an attribute, a nested signature) costs that part alone: the signature still gets its row,
+with every column that could be read, and its problems named.
 
-Two readers give the same result. asn1crypto's lazy objects read anything, BER included;
-``der.py``'s bounded walk reads only the plain DER shape of Authenticode (every length
-definite, no extra field) at half the cost, and hands every value it needs to the
-same asn1crypto classes; on anything else it gives up, and asn1crypto reads the signature.
-tests/test_authenticode_fast.py holds them equal on samples, real-world and mutated files.
+Verification parses a signature again, from the bytes kept on the result (``signed_data``),
+for the few rows that need a verdict.
+
+Bounds, each raising ``Anomaly.LIMIT_REACHED`` and a problem on the row when reached:
+``MAX_SIGNATURES`` per file, ``MAX_DEPTH`` of nesting, ``MAX_CERTIFICATES`` per signature,
+``MAX_ATTRIBUTES`` unsigned attributes per signer, ``MAX_KEPT`` bytes kept per signature for
+verification (above it, unsigned attributes other than timestamps are left out of the kept
+copy: they are outside what the signature covers, ``Anomaly.ATTRIBUTE_TOO_LARGE``) and
+``MAX_KEPT_FILE`` per file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 
-from asn1crypto import algos, cms, core, tsp
+from asn1crypto import algos, cms, core
 
 from . import (
     _signify,  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
-    der,
+    ber,
 )
-from .certificates import cert_info
+from .certificates import tolerant_cert_info
 from .certtable import Entry
 from .model import Anomaly, CertInfo, SignatureInfo
 
 MAX_SIGNATURES = 64
 MAX_DEPTH = 8
-_TIMESTAMP_ATTRS = ("microsoft_time_stamp_token", "signature_time_stamp_token")
+MAX_CERTIFICATES = 64
+MAX_ATTRIBUTES = 64
+MAX_SIGNER_INFOS = 16
+MAX_KEPT = 4 * 1024 * 1024
+MAX_KEPT_FILE = 16 * 1024 * 1024
+
+SIGNED_DATA = "1.2.840.113549.1.7.2"
+NESTED_SIGNATURE = "1.3.6.1.4.1.311.2.4.1"
+TIMESTAMP_TOKENS = ("1.3.6.1.4.1.311.3.3.1", "1.2.840.113549.1.9.16.2.14")
+COUNTER_SIGNATURE = "1.2.840.113549.1.9.6"
+SIGNING_TIME = "1.2.840.113549.1.9.5"
+_KEEP = (*TIMESTAMP_TOKENS, COUNTER_SIGNATURE)  # attributes verification needs
+# Bad content raises these from asn1crypto and from the reads below; anything else is a bug.
 _ERRORS = (
     ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError
 )  # fmt: skip
-
-
-FAST = True  # tests turn the DER walk off to compare
+_DIGESTS = algos.DigestAlgorithmId._map  # dotted OID -> name, as asn1crypto names them
 
 
 def signed_data(sig: SignatureInfo) -> cms.SignedData | None:
@@ -46,28 +61,205 @@ def signed_data(sig: SignatureInfo) -> cms.SignedData | None:
     return sig.asn1
 
 
-def signatures(entries: list[Entry]) -> tuple[list[SignatureInfo], list[Anomaly]]:
-    """Primary and nested signatures in depth-first order (SignatureIndex order)."""
-    found: list[SignatureInfo] = []
-    anomalies: list[Anomaly] = []
+def signatures(
+    entries: list[Entry], errors: list[str] | None = None
+) -> tuple[list[SignatureInfo], list[Anomaly]]:
+    """Primary and nested signatures in depth-first order (SignatureIndex order); never raises
+    on content. An unexpected exception (a bug) is added to `errors`, and the signature it
+    struck still gets its row."""
+    reader = _Reader(errors if errors is not None else [])
     for entry in entries:
-        if FAST and _fast(entry.blob, entry.index, 0, found):
-            continue
+        if len(reader.found) >= MAX_SIGNATURES:
+            reader.anomaly(Anomaly.LIMIT_REACHED)
+            break
+        data = entry.blob
+        reader.content_info(data, ber.element(data, 0, len(data)), entry, 0)
+    return reader.found, reader.anomalies
+
+
+class _Reader:
+    """The signatures of one file, as they are found."""
+
+    def __init__(self, errors: list[str]):
+        self.found: list[SignatureInfo] = []
+        self.anomalies: list[Anomaly] = []
+        self.errors = errors
+        self.kept = 0  # bytes kept for verification, file-wide
+
+    def anomaly(self, anomaly: Anomaly) -> None:
+        if anomaly not in self.anomalies:
+            self.anomalies.append(anomaly)
+
+    def content_info(self, data, top: ber.Element | None, entry: Entry, depth: int) -> None:
+        if len(self.found) >= MAX_SIGNATURES:
+            self.anomaly(Anomaly.LIMIT_REACHED)
+            if self.found:
+                self.found[-1].problems.append(f"more than {MAX_SIGNATURES} signatures: not read")
+            return
+        info = _empty(len(self.found), entry.index)
+        self.found.append(info)
+        nested: list[ber.Element] = []
         try:
-            content = cms.ContentInfo.load(entry.blob)
-            if content["content_type"].native != "signed_data":
-                raise ValueError(f"ContentInfo holds {content['content_type'].native}")
-            signed_data = content["content"]
+            nested = self._signature(data, top, entry, info)
         except _ERRORS as exc:
-            if not entry.truncated:  # a truncated blob is already reported as such
-                anomalies.append(Anomaly.PKCS7_MALFORMED)
-            found.append(_malformed(len(found), entry.index, f"PKCS#7 does not parse: {exc}"))
-            continue
-        _walk(signed_data, entry.index, 0, found)
-    return found[:MAX_SIGNATURES], anomalies
+            info.problems.append(f"signature does not parse: {exc}")
+        except Exception as exc:  # a bug: reported, and the row stays
+            self.errors.append(f"signature {info.index}: {type(exc).__name__}: {exc}")
+            self.anomaly(Anomaly.INTERNAL_ERROR)
+            info.problems.append(f"internal error while reading: {type(exc).__name__}")
+        if nested and depth + 1 >= MAX_DEPTH:
+            info.problems.append(f"nested signatures deeper than {MAX_DEPTH} not read")
+            self.anomaly(Anomaly.LIMIT_REACHED)
+            return
+        for value in nested:
+            self.content_info(data, value, entry, depth + 1)
+
+    def _signature(self, data, top, entry: Entry, info: SignatureInfo) -> list[ber.Element]:
+        """Fills `info`; returns the nested signatures' ContentInfos."""
+        flags = 0
+        if top is None or top.tag != ber.SEQUENCE:
+            return self._unreadable(entry, info, "PKCS#7 does not parse: not a SEQUENCE")
+        flags |= top.flags
+        outer, _ = ber.children(data, top, 4)
+        if (
+            len(outer) < 2
+            or outer[0].tag != ber.OID
+            or ber.oid_text(ber.contents(data, outer[0])) != SIGNED_DATA
+            or outer[1].tag != ber.CTX0
+        ):
+            return self._unreadable(entry, info, "PKCS#7 does not parse: not a SignedData")
+        explicit, _ = ber.children(data, outer[1], 2)
+        if not explicit or explicit[0].tag != ber.SEQUENCE:
+            return self._unreadable(entry, info, "PKCS#7 does not parse: no SignedData")
+        signed = explicit[0]
+        flags |= outer[1].flags | signed.flags
+        fields, _ = ber.children(data, signed, 16)
+        certificates = next((f for f in fields[3:] if f.tag == ber.CTX0), None)
+        signer_set = next((f for f in reversed(fields[2:]) if f.tag == ber.SET), None)
+        if len(fields) < 4 or fields[0].tag != ber.INTEGER or fields[1].tag != ber.SET:
+            info.problems.append("SignedData is not in the shape Authenticode requires")
+        if certificates is not None:
+            flags |= certificates.flags
+            info.certificates = tuple(self._certificates(data, certificates, info))
+        if signer_set is None:
+            info.problems.append("no SignerInfo")
+            self._keep(data, top, [], info)
+            return []
+        flags |= signer_set.flags
+        signers, more = ber.children(data, signer_set, MAX_SIGNER_INFOS)
+        count = f"more than {MAX_SIGNER_INFOS}" if more else str(len(signers))
+        if len(signers) != 1:
+            info.problems.append(f"{count} SignerInfos, Authenticode requires 1")
+        if not signers:
+            self._keep(data, top, [], info)
+            return []
+        signer = signers[0]
+        flags |= signer.flags
+        parts, _ = ber.children(data, signer, 8)
+        if len(parts) < 3:
+            info.problems.append("SignerInfo does not parse")
+            return []
+        info.digest_algorithm = _digest_name(data, parts[2])
+        info.signer = _find_signer(data, parts[1], info.certificates)
+        if info.signer is None:
+            info.problems.append("the signer's certificate is not in the signature")
+        else:
+            info.issuer = _find_issuer(info.signer, info.certificates)
+        unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
+        nested: list[ber.Element] = []
+        left_out: list[int] = []
+        if unsigned is not None:
+            flags |= unsigned.flags
+            nested = self._attributes(data, unsigned, info, left_out)
+        if flags & ber.BER:
+            self.anomaly(Anomaly.PKCS7_BER)
+        if flags & ber.TRUNCATED and not entry.truncated:
+            self.anomaly(Anomaly.PKCS7_TRUNCATED)
+        self._keep(data, top, left_out, info)
+        return nested
+
+    def _unreadable(self, entry: Entry, info: SignatureInfo, problem: str) -> list:
+        if not entry.truncated:  # a truncated blob is already reported as such
+            self.anomaly(Anomaly.PKCS7_MALFORMED)
+        info.problems.append(problem)
+        return []
+
+    def _certificates(self, data, bag: ber.Element, info: SignatureInfo) -> list[CertInfo]:
+        choices, more = ber.children(data, bag, MAX_CERTIFICATES)
+        if more:
+            info.problems.append(f"more than {MAX_CERTIFICATES} certificates: the rest not read")
+            self.anomaly(Anomaly.LIMIT_REACHED)
+        out = []
+        for choice in choices:
+            if choice.tag != ber.SEQUENCE:  # an attribute certificate or another choice
+                continue
+            try:
+                cert, problem = tolerant_cert_info(data, choice)
+            except _ERRORS as exc:
+                info.problems.append(str(exc))
+                self.anomaly(Anomaly.CERTIFICATE_MALFORMED)
+                continue
+            if problem:
+                info.problems.append(problem)
+                self.anomaly(Anomaly.CERTIFICATE_MALFORMED)
+            out.append(cert)
+        return out
+
+    def _attributes(
+        self, data, unsigned: ber.Element, info: SignatureInfo, left_out: list[int]
+    ) -> list[ber.Element]:
+        """Timestamps onto `info`; the nested signatures' ContentInfos returned; the offsets of
+        attributes too large to keep for verification added to `left_out`."""
+        attributes, more = ber.children(data, unsigned, MAX_ATTRIBUTES)
+        if more:
+            info.problems.append(f"more than {MAX_ATTRIBUTES} unsigned attributes: not read")
+            self.anomaly(Anomaly.LIMIT_REACHED)
+        nested: list[ber.Element] = []
+        for attribute in attributes:
+            parts, _ = ber.children(data, attribute, 2) if attribute.constructed else ([], False)
+            if len(parts) < 2 or parts[0].tag != ber.OID:
+                info.problems.append("an unsigned attribute does not parse")
+                continue
+            kind = ber.oid_text(ber.contents(data, parts[0]))
+            size = attribute.after - attribute.start
+            if kind not in _KEEP and size > MAX_KEPT // 4:
+                left_out.append(attribute.start)
+                self.anomaly(Anomaly.ATTRIBUTE_TOO_LARGE)
+            try:
+                if kind == NESTED_SIGNATURE:
+                    values, many = ber.children(data, parts[1], MAX_SIGNATURES)
+                    nested.extend(values)
+                    if many:
+                        self.anomaly(Anomaly.LIMIT_REACHED)
+                elif kind in TIMESTAMP_TOKENS and info.countersignature_time is None:
+                    info.countersignature_time = _rfc3161_time(data, parts[1])
+                    info.countersignature_kind = "rfc3161"
+                elif kind == COUNTER_SIGNATURE and info.countersignature_time is None:
+                    info.countersignature_time = _pkcs9_time(data, parts[1])
+                    info.countersignature_kind = "pkcs9"
+            except _ERRORS as exc:
+                info.problems.append(f"unsigned attribute {kind} does not parse: {exc}")
+        return nested
+
+    def _keep(self, data, top: ber.Element, left_out: list[int], info: SignatureInfo) -> None:
+        """The ContentInfo's bytes as stored, for verification; without the unsigned attributes
+        in `left_out` (re-encoding only the layers around them) when it is too large."""
+        size = top.after - top.start
+        if size > MAX_KEPT and left_out:
+            der = ber.without(data, top, frozenset(left_out))
+        elif size > MAX_KEPT:
+            der = b""
+        else:
+            der = ber.whole(data, top)
+        if not der or len(der) > MAX_KEPT or self.kept + len(der) > MAX_KEPT_FILE:
+            info.problems.append(f"signature of {size} bytes too large to verify")
+            self.anomaly(Anomaly.LIMIT_REACHED)
+            return
+        self.kept += len(der)
+        info.der = der
 
 
-def _malformed(index: int, entry: int, problem: str) -> SignatureInfo:
+def _empty(index: int, entry: int) -> SignatureInfo:
     return SignatureInfo(
         index=index,
         digest_algorithm="",
@@ -76,172 +268,28 @@ def _malformed(index: int, entry: int, problem: str) -> SignatureInfo:
         countersignature_time=None,
         countersignature_kind=None,
         certificates=(),
-        problems=[problem],
         entry=entry,
     )
 
 
-def _walk(signed_data: cms.SignedData, entry: int, depth: int, out: list[SignatureInfo]) -> None:
-    if len(out) >= MAX_SIGNATURES:
-        return
-    info = _malformed(len(out), entry, "")
-    info.problems.clear()
-    info.asn1 = signed_data
-    out.append(info)
-    try:
-        signer_infos = signed_data["signer_infos"]
-        if len(signer_infos) != 1:
-            info.problems.append(f"{len(signer_infos)} SignerInfos, Authenticode requires 1")
-        if not len(signer_infos):
-            return
-        signer_info = signer_infos[0]
-        info.digest_algorithm = signer_info["digest_algorithm"]["algorithm"].native
-        info.certificates = tuple(_certificates(signed_data, info.problems))
-        info.signer = _find_signer(signer_info["sid"], info.certificates)
-        if info.signer is None:
-            info.problems.append("the signer's certificate is not in the signature")
-        else:
-            info.issuer = _find_issuer(info.signer, info.certificates)
-        unsigned = signer_info["unsigned_attrs"]
-        # Never .native here: it converts the nested signatures too (minutes on real files).
-        attrs = [] if isinstance(unsigned, core.Void) else list(unsigned)
-    except _ERRORS as exc:
-        info.problems.append(f"SignedData does not parse: {exc}")
-        return
-    nested = _attributes(info, attrs)
-    _nested(info, nested, entry, depth, out)
+def _digest_name(data, algorithm: ber.Element) -> str:
+    parts, _ = ber.children(data, algorithm, 2) if algorithm.constructed else ([], False)
+    if not parts or parts[0].tag != ber.OID:
+        return ""
+    dotted = ber.oid_text(ber.contents(data, parts[0]))
+    return _DIGESTS.get(dotted, dotted)
 
 
-@dataclass(frozen=True, slots=True)
-class _Located:
-    """An unsigned attribute der.py located, of a type below: what asn1crypto would give."""
-
-    kind: str  # its type, as asn1crypto names it
-    der: bytes  # the whole Attribute
-    values: bytes  # the contents of its SET of values
-    nested: tuple[bytes, ...]  # each value, whole (ContentInfos, for a nested signature)
-
-
-# The attribute types read without asn1crypto, by the exact DER of their OID.
-_LOCATED = {
-    cms.CMSAttributeType(kind).dump(): kind
-    for kind in (*_TIMESTAMP_ATTRS, "microsoft_nested_signature")
-}
-
-
-def _locate(blob: bytes, start: int, end: int) -> _Located | cms.CMSAttribute:
-    found = der.attribute(blob, start, end)
-    if found is not None and found[0] in _LOCATED:
-        oid, (a, b), values = found
-        if all(blob[x] == 0x30 for x, _ in values):  # as SetOfContentInfo requires
-            return _Located(_LOCATED[oid], blob[start:end], blob[a:b],
-                            tuple(blob[x:y] for x, y in values))  # fmt: skip
-    return cms.CMSAttribute.load(blob[start:end])
-
-
-def _attributes(info: SignatureInfo, attrs) -> list[cms.ContentInfo | bytes]:
-    """Timestamps onto `info`; the nested signatures' ContentInfos (or their DER) returned."""
-    nested: list[cms.ContentInfo | bytes] = []
-    for attr in attrs:
-        try:
-            if isinstance(attr, _Located):
-                kind = attr.kind
-                if kind == "microsoft_nested_signature":
-                    nested.extend(attr.nested)
-                    continue
-            else:
-                kind = attr["type"].native
-            if kind in _TIMESTAMP_ATTRS and info.countersignature_time is None:
-                info.countersignature_time = _rfc3161_time(attr)
-                info.countersignature_kind = "rfc3161"
-            elif kind == "counter_signature" and info.countersignature_time is None:
-                info.countersignature_time = _pkcs9_time(attr["values"][0])
-                info.countersignature_kind = "pkcs9"
-            elif kind == "microsoft_nested_signature":
-                nested.extend(attr["values"])
-        except _ERRORS as exc:
-            info.problems.append(f"unsigned attribute does not parse: {exc}")
-    return nested
-
-
-def _nested(info: SignatureInfo, nested, entry: int, depth: int, out) -> None:
-    if depth + 1 >= MAX_DEPTH and nested:
-        info.problems.append(f"nested signatures deeper than {MAX_DEPTH} not read")
-        return
-    for value in nested:
-        blob = value if isinstance(value, bytes) else value.dump()
-        if FAST and _fast(blob, entry, depth + 1, out):
-            continue
-        if isinstance(value, bytes):
-            value = cms.ContentInfo.load(value)
-        try:
-            if value["content_type"].native != "signed_data":
-                raise ValueError("nested signature is not SignedData")
-            child = value["content"]
-        except _ERRORS as exc:
-            out.append(_malformed(len(out), entry, f"nested signature does not parse: {exc}"))
-            continue
-        _walk(child, entry, depth + 1, out)
-
-
-def _certificates(signed_data: cms.SignedData, problems: list[str]) -> list[CertInfo]:
-    certs = signed_data["certificates"]
-    if isinstance(certs, core.Void):
-        return []
-    out = []
-    for choice in certs:
-        if choice.name != "certificate":
-            continue
-        try:
-            out.append(cert_info(choice.chosen.dump()))
-        except ValueError as exc:
-            problems.append(str(exc))
-    return out
-
-
-def _fast(blob: bytes, entry: int, depth: int, out: list[SignatureInfo]) -> bool:
-    """What _walk gives for the ContentInfo `blob`, read with der.py; False (and `out` as it
-    was) when the encoding is not the plain DER shape, or when a part is faulty (a
-    certificate that does not parse, a signer not found): asn1crypto then reads it all, and
-    its lazy parse decides which fault it reports."""
-    if len(out) >= MAX_SIGNATURES:
-        return False  # _walk's own handling
-    shape = der.signed_data(blob)
-    if shape is None or shape.sid is None:  # a subjectKeyIdentifier: no signer, a fault
-        return False
-    try:
-        certificates = tuple(cert_info(blob[a:b]) for a, b in shape.certificates)
-        digest = algos.DigestAlgorithmId.load(blob[shape.digest_oid[0] : shape.digest_oid[1]])
-        digest_algorithm = digest.native
-        serial = core.Integer.load(blob[shape.sid.serial[0] : shape.sid.serial[1]]).native
-        attrs = [_locate(blob, a, b) for a, b in shape.unsigned]
-    except _ERRORS:
-        return False
-    signer = _signer(blob[shape.sid.issuer[0] : shape.sid.issuer[1]], serial, certificates)
-    if signer is None:
-        return False
-    info = _malformed(len(out), entry, "")
-    info.problems.clear()
-    info.der = blob[: shape.end]
-    out.append(info)
-    if shape.signer_infos != 1:
-        info.problems.append(f"{shape.signer_infos} SignerInfos, Authenticode requires 1")
-    info.digest_algorithm = digest_algorithm
-    info.certificates = certificates
-    info.signer = signer
-    info.issuer = _find_issuer(signer, certificates)
-    _nested(info, _attributes(info, attrs), entry, depth, out)
-    return True
-
-
-def _find_signer(sid: cms.SignerIdentifier, certs: tuple[CertInfo, ...]) -> CertInfo | None:
-    if sid.name != "issuer_and_serial_number":
-        return None  # subjectKeyIdentifier is not used by Authenticode
-    return _signer(sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native, certs)
-
-
-def _signer(issuer: bytes, serial: int, certs: tuple[CertInfo, ...]) -> CertInfo | None:
-    """The certificate an IssuerAndSerialNumber names (issuer as DER)."""
+def _find_signer(data, sid: ber.Element, certs: tuple[CertInfo, ...]) -> CertInfo | None:
+    """The certificate an IssuerAndSerialNumber names (a subjectKeyIdentifier: none, as
+    Authenticode does not use it). Names compare in their canonical encoding."""
+    if sid.tag != ber.SEQUENCE:
+        return None
+    parts, _ = ber.children(data, sid, 2)
+    if len(parts) != 2 or parts[1].tag != ber.INTEGER:
+        return None
+    issuer = ber.canonical(data, parts[0])
+    serial = int.from_bytes(ber.contents(data, parts[1])[:64], "big", signed=True)
     for cert in certs:
         if cert.serial_int == serial and cert.issuer_key == issuer:
             return cert
@@ -257,30 +305,36 @@ def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | No
     return None
 
 
-def _rfc3161_time(attr: _Located | cms.CMSAttribute) -> dt.datetime:
-    """genTime of the attribute's first timestamp token.
+def _nth(data, parent: ber.Element | None, index: int) -> ber.Element | None:
+    if parent is None or not parent.constructed:
+        return None
+    kids, _ = ber.children(data, parent, index + 1)
+    return kids[index] if len(kids) > index else None
 
-    The token is a whole SignedData (certificates, signer) around a small TSTInfo; walking
-    to genTime with der.py costs a twentieth of building its objects. Anything unexpected
-    takes the full parse, which names the fault.
-    """
-    located = isinstance(attr, _Located)
-    gen_time = der.timestamp_time(attr.values if located else attr["values"].contents)
-    if gen_time is not None:
-        fast = generalized_utc(gen_time)
-        if fast is not None:
-            return fast
-        try:
-            return _utc(core.GeneralizedTime(contents=gen_time).native)
-        except _ERRORS:
-            pass
-    if located:
-        attr = cms.CMSAttribute.load(attr.der)
-    values = attr["values"]
-    content = values[0]["content"]["encap_content_info"]["content"]
-    parsed = content.parsed
-    tst = parsed if isinstance(parsed, tsp.TSTInfo) else tsp.TSTInfo.load(content.contents)
-    return _utc(tst["gen_time"].native)
+
+def _rfc3161_time(data, values: ber.Element) -> dt.datetime:
+    """genTime of the first timestamp token: ContentInfo, [0], SignedData, encapContentInfo
+    (its 3rd field), [0], OCTET STRING, TSTInfo, genTime (its 5th field)."""
+    el = _nth(data, values, 0)
+    for index in (1, 0, 2, 1, 0):
+        el = _nth(data, el, index)
+    if el is None:
+        raise ValueError("timestamp token does not parse")
+    if el.tag == ber.OCTETS:
+        tst_data = ber.contents(data, el)
+    elif el.tag == 0x24:  # a constructed OCTET STRING (BER): its segments
+        segments, _ = ber.children(data, el, 64)
+        tst_data = b"".join(ber.contents(data, s) for s in segments)
+    else:
+        raise ValueError("timestamp token holds no TSTInfo")
+    gen_time = _nth(tst_data, ber.element(tst_data, 0, len(tst_data)), 4)
+    if gen_time is None or gen_time.tag != 0x18:
+        raise ValueError("TSTInfo holds no genTime")
+    contents = ber.contents(tst_data, gen_time)
+    fast = generalized_utc(contents)
+    if fast is not None:
+        return fast
+    return _utc(core.GeneralizedTime(contents=contents).native)
 
 
 # What a timestamp's genTime always is in DER (RFC 3161 §2.4.2): UTC, at most microseconds.
@@ -290,8 +344,8 @@ _GENERALIZED = re.compile(rb"(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(?:\.(\d{1,6})
 def generalized_utc(contents: bytes) -> dt.datetime | None:
     """A GeneralizedTime's value, for the usual form only (None: ask asn1crypto).
 
-    asn1crypto's parse goes through Fraction: 11.2 µs a timestamp against 2.0 µs here
-    (benchmarks/micro_inspect.py), for the same datetime (tests/test_authenticode_fast.py).
+    asn1crypto's parse goes through Fraction, about five times the cost of this
+    (benchmarks/micro_inspect.py), for the same datetime (tests/test_authenticode.py).
     """
     m = _GENERALIZED.match(contents)
     if m is None:
@@ -305,10 +359,23 @@ def generalized_utc(contents: bytes) -> dt.datetime | None:
         return None
 
 
-def _pkcs9_time(counter_signer: cms.SignerInfo) -> dt.datetime:
-    for attr in counter_signer["signed_attrs"]:
-        if attr["type"].native == "signing_time":
-            return _utc(attr["values"][0].native)
+def _pkcs9_time(data, values: ber.Element) -> dt.datetime:
+    """signingTime of a PKCS#9 counter-signature: a SignerInfo's [0] signed attributes."""
+    signer = _nth(data, values, 0)
+    parts, _ = ber.children(data, signer, 8) if signer and signer.constructed else ([], False)
+    for part in parts:
+        if part.tag != ber.CTX0:
+            continue
+        attributes, _ = ber.children(data, part, MAX_ATTRIBUTES)
+        for attribute in attributes:
+            kind = _nth(data, attribute, 0)
+            if kind is None or ber.oid_text(ber.contents(data, kind)) != SIGNING_TIME:
+                continue
+            value = _nth(data, _nth(data, attribute, 1), 0)
+            if value is None or value.tag not in (0x17, 0x18) or value.end - value.body > 32:
+                raise ValueError("signingTime is not a time")
+            kind_class = core.UTCTime if value.tag == 0x17 else core.GeneralizedTime
+            return _utc(kind_class(contents=ber.contents(data, value)).native)
     raise ValueError("PKCS#9 counter-signature without signingTime")
 
 

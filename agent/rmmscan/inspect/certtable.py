@@ -10,9 +10,13 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from . import ber
+from .ber import StreamView
 from .model import Anomaly
 
 MAX_TABLE = 16 * 1024 * 1024  # real tables are KBs; the largest seen in the wild ~1 MB
+MAX_ENTRY_READ = MAX_TABLE  # an entry larger than this is walked through a StreamView
+SLACK_CHECKED = 1024 * 1024  # bytes after the last entry looked at for slack
 WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002
 MAX_ENTRIES = 64
 
@@ -22,21 +26,10 @@ class Entry:
     index: int
     revision: int
     cert_type: int
-    blob: bytes  # the PKCS#7 DER (exactly its outer TLV when that can be found)
+    # The PKCS#7 (exactly its outer TLV when that can be found): bytes, or a StreamView when
+    # larger than MAX_ENTRY_READ, so that a huge attribute costs what the walk visits.
+    blob: bytes | StreamView
     truncated: bool = False  # the DER runs past the end of the table or file
-
-
-def der_length(blob: bytes) -> int | None:
-    """Total length of the outer DER TLV, or None if the header itself is unreadable."""
-    if len(blob) < 2:
-        return None
-    first = blob[1]
-    if first < 0x80:
-        return 2 + first
-    n = first & 0x7F
-    if n == 0 or n > 4 or len(blob) < 2 + n:
-        return None
-    return 2 + n + int.from_bytes(blob[2 : 2 + n], "big")
 
 
 def read_table(
@@ -58,50 +51,73 @@ def read_table(
     elif end < file_size:
         anomalies.append(Anomaly.DATA_AFTER_TABLE)
     if end - offset > MAX_TABLE:
-        anomalies.append(Anomaly.TABLE_TOO_LARGE)
-        end = offset + MAX_TABLE
-    stream.seek(offset)
-    table = stream.read(end - offset)
+        anomalies.append(Anomaly.TABLE_TOO_LARGE)  # a fact; its entries are still read
+    size = end - offset
 
     entries: list[Entry] = []
     pos = 0
-    while pos + 8 <= len(table) and len(entries) < MAX_ENTRIES:
-        length, revision, cert_type = struct.unpack_from("<IHH", table, pos)
+    while pos + 8 <= size and len(entries) < MAX_ENTRIES:
+        stream.seek(offset + pos)
+        head = stream.read(8)
+        if len(head) < 8:
+            break
+        length, revision, cert_type = struct.unpack("<IHH", head)
         if length < 8:
-            if any(table[pos:]):
+            if _any_bytes(stream, offset + pos, size - pos):
                 anomalies.append(Anomaly.ENTRY_MALFORMED)
             break
-        body = table[pos + 8 : pos + length]
+        body_size = min(length, size - pos) - 8
         if cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
             anomalies.append(Anomaly.UNSUPPORTED_ENTRY_TYPE)
         else:
+            body = _body(stream, offset + pos + 8, body_size)
             blob, truncated = _exact_der(body, anomalies)
             entries.append(Entry(len(entries), revision, cert_type, blob, truncated))
-        if pos + length > len(table):
+        if pos + length > size:
             if Anomaly.TABLE_SIZE_EXCEEDS_FILE not in anomalies:
                 anomalies.append(Anomaly.ENTRY_MALFORMED)
-            pos = len(table)
+            pos = size
             break
         pos += (length + 7) & ~7
     if len(entries) > 1:
         anomalies.append(Anomaly.MULTIPLE_ENTRIES)
-    if pos < len(table) and any(table[pos:]) and Anomaly.ENTRY_MALFORMED not in anomalies:
+    if (
+        pos < size
+        and Anomaly.ENTRY_MALFORMED not in anomalies
+        and _any_bytes(stream, offset + pos, size - pos)
+    ):
         # Bytes inside the declared table after the last entry: slack at table level.
         anomalies.append(Anomaly.SLACK_IN_ENTRY)
     return entries, list(dict.fromkeys(anomalies))
 
 
-def _exact_der(body: bytes, anomalies: list[Anomaly]) -> tuple[bytes, bool]:
+def _body(stream: BinaryIO, at: int, size: int) -> bytes | StreamView:
+    if size > MAX_ENTRY_READ:
+        return StreamView(stream, at, size)
+    stream.seek(at)
+    return stream.read(size)
+
+
+def _any_bytes(stream: BinaryIO, at: int, size: int) -> bool:
+    """Whether the first SLACK_CHECKED bytes at `at` hold anything but zeros."""
+    stream.seek(at)
+    return any(stream.read(min(size, SLACK_CHECKED)))
+
+
+def _exact_der(body, anomalies: list[Anomaly]) -> tuple[bytes | StreamView, bool]:
     """Trim an entry's body to its DER object, noting truncation and slack."""
-    total = der_length(body)
-    if total is None:
+    top = ber.element(body, 0, len(body))
+    if top is None:
         anomalies.append(Anomaly.PKCS7_MALFORMED)
         return body, False
-    if total > len(body):
+    if top.flags & ber.TRUNCATED:
         anomalies.append(Anomaly.PKCS7_TRUNCATED)
         return body, True
-    slack = body[total:]
+    total = top.after
+    slack = body[total : total + SLACK_CHECKED]
     # Up to 7 zero bytes align the next entry; anything else is slack worth reporting.
     if len(slack) > 7 or any(slack):
         anomalies.append(Anomaly.SLACK_IN_ENTRY)
+    if isinstance(body, StreamView):
+        return body.view(0, total), False
     return body[:total], False

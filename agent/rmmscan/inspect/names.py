@@ -11,6 +11,8 @@ import unicodedata
 
 from asn1crypto import x509
 
+from . import ber
+
 _SHORT = {
     "common_name": "CN",
     "organization_name": "O",
@@ -53,6 +55,47 @@ def attributes(name: x509.Name) -> list[tuple[str, str]]:
             oid = atv["type"]
             key = _SHORT.get(oid.native, oid.dotted)
             out.append((key, value_text(atv["value"])))
+    return out
+
+
+# The attribute types of _SHORT by OID, for names read without asn1crypto.
+_SHORT_BY_OID = {
+    "2.5.4.3": "CN", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.7": "L", "2.5.4.8": "ST",
+    "2.5.4.6": "C", "1.2.840.113549.1.9.1": "E", "2.5.4.5": "SERIALNUMBER",
+    "0.9.2342.19200300.100.1.25": "DC", "2.5.4.9": "STREET", "2.5.4.42": "G", "2.5.4.4": "SN",
+    "2.5.4.12": "T",
+}  # fmt: skip
+# String tags and how their octets decode (UTF8String, PrintableString, T61String, IA5String,
+# VisibleString, UniversalString, BMPString).
+_DECODE = {0x0C: "utf-8", 0x13: "latin-1", 0x14: "latin-1", 0x16: "latin-1", 0x1A: "latin-1",
+           0x1C: "utf-32-be", 0x1E: "utf-16-be"}  # fmt: skip
+MAX_ATTRIBUTES = 64  # attributes of one name read by the tolerant reader
+
+
+def tolerant_attributes(data, name: ber.Element) -> list[tuple[str, str]]:
+    """(short type, value) pairs of a Name whatever its tags claim: RDNs, then type-value
+    SEQUENCEs, strings decoded by their own tag (undecodable octets replaced, never fatal)."""
+    out: list[tuple[str, str]] = []
+    if not name.constructed:
+        return out
+    rdns, _ = ber.children(data, name, MAX_ATTRIBUTES)
+    for rdn in rdns:
+        if not rdn.constructed:
+            continue
+        atvs, _ = ber.children(data, rdn, MAX_ATTRIBUTES)
+        for atv in atvs:
+            parts, _ = ber.children(data, atv, 2) if atv.constructed else ([], False)
+            if len(parts) < 2 or parts[0].tag != ber.OID or len(out) >= MAX_ATTRIBUTES:
+                continue
+            oid = ber.oid_text(ber.contents(data, parts[0]))
+            value = parts[1]
+            raw = bytes(data[value.body : min(value.end, value.body + 4096)])
+            codec = _DECODE.get(value.tag)
+            if codec is None:
+                text = "#" + bytes(data[value.start : min(value.after, value.start + 512)]).hex()
+            else:
+                text = unicodedata.normalize("NFC", raw.decode(codec, "replace"))
+            out.append((_SHORT_BY_OID.get(oid, oid), text))
     return out
 
 
