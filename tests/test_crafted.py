@@ -1,0 +1,226 @@
+"""Attack files around an intact DWSNET OÜ signature (tests/crafted.py), and the same
+signatures in other legal encodings: the primary signer is always reported, as stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import shutil
+import subprocess
+import tracemalloc
+
+import crafted
+import mutate
+import pytest
+
+from rmmscan.inspect import Anomaly, Inspector, Status, inspect_stream
+from rmmscan.rows import signature_rows
+
+from conftest import PE_DIR, ROOT, SAMPLES, TEST_ROOT
+
+INSPECTOR = Inspector([TEST_ROOT])
+PKI = SAMPLES / "pki"
+RMMSCAN = str(ROOT / ".venv" / "bin" / "rmmscan")
+DWSNET_THUMBPRINT = crafted.thumbprint(crafted.signer_cert_der("dwsnet-ou.pem"))
+SIGNATURES = {name: 1 for name in crafted.BUILDERS} | {"nested_len_80": 2}
+MEMORY_BOUND = 64 * 1024 * 1024
+
+
+@functools.cache
+def built(name: str) -> bytes:
+    return crafted.BUILDERS[name]()
+
+
+@pytest.fixture(scope="module")
+def crafted_dir(tmp_path_factory):
+    """Every crafted file on disk, built once for the module."""
+    target = tmp_path_factory.mktemp("crafted")
+    for name in crafted.BUILDERS:
+        (target / f"{name}.exe").write_bytes(built(name))
+    return target
+
+
+def inspect(data: bytes):
+    stream = io.BytesIO(data)
+    inspection = inspect_stream(stream)
+    verdicts = INSPECTOR.verify(stream, inspection)
+    return inspection, verdicts
+
+
+BUILDERS = sorted(crafted.BUILDERS)
+
+
+def test_the_signer_thumbprint_is_the_sample_certificate():
+    """The reference the tests compare with: dwsnet-ou.pem's DER, as in the sample's bag."""
+    stored = crafted.signer_der(crafted.sample("dwsnet-ou.exe"))
+    assert crafted.thumbprint(stored) == DWSNET_THUMBPRINT
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_primary_signer_is_reported(name):
+    data = built(name)
+    inspection, verdicts = inspect(data)
+    assert inspection.is_pe
+    assert not inspection.errors, inspection.errors
+    assert Anomaly.INTERNAL_ERROR not in inspection.anomalies
+    rows = signature_rows(inspection)
+    assert len(inspection.signatures) == SIGNATURES[name]
+    assert len(rows) == len(inspection.signatures) == len(verdicts)
+    assert [row["SignatureIndex"] for row in rows] == list(range(len(rows)))
+    first = rows[0]
+    assert first["Signer"] == crafted.SIGNER_CN
+    assert first["CertificateSerialNumber"] == crafted.SIGNER_SERIAL
+    assert first["SignerSubject"] == "CN=DWSNET OÜ, O=DWSNET OÜ, C=EE"
+    stored = crafted.thumbprint(crafted.signer_der(data))
+    assert first["SignerHash"] == stored
+    if name == "signer_bad_extension":
+        assert stored != DWSNET_THUMBPRINT  # the certificate as stored, not as issued
+    else:
+        assert stored == DWSNET_THUMBPRINT
+    for verdict in verdicts:
+        assert verdict.status is not Status.NOT_CHECKED
+
+
+@pytest.mark.parametrize("name", ["ber_outer", "nested_len_80"])
+def test_intact_signatures_keep_their_verdict(name):
+    """What osslsigncode verifies here, rmmscan verifies too."""
+    _, verdicts = inspect(built(name))
+    assert [v.status for v in verdicts] == [Status.OK] * SIGNATURES[name]
+
+
+def length_octets(node: mutate.Node) -> bytes:
+    encoded = mutate.encode(node)[len(node.tag) :]
+    return encoded[: 1 + (encoded[0] & 0x7F if encoded[0] & 0x80 else 0)]
+
+
+def test_nested_signature_behind_0x80_lengths_reads_as_in_plain_der():
+    """The nested Contoso signature reads and verifies as in nested-sha256-sha1.exe."""
+    data = built("nested_len_80")
+    tree = crafted.primary(data)
+    inner = mutate.nested_values(tree)[0]
+    attrs = mutate.unsigned_attrs(mutate.signer_info(tree))
+    # The encoded lengths the builder promises: both end in 0x80, in long form.
+    for node in (inner, attrs):
+        assert length_octets(node)[-1] == 0x80
+    inspection, verdicts = inspect(data)
+    plain, plain_verdicts = inspect((PE_DIR / crafted.NESTED_DONOR).read_bytes())
+    got = {k: v for k, v in signature_rows(inspection)[1].items() if k != "Anomalies"}
+    want = {k: v for k, v in signature_rows(plain)[1].items() if k != "Anomalies"}
+    assert got == want
+    assert (verdicts[1].status, verdicts[1].is_trusted) == (
+        plain_verdicts[1].status,
+        plain_verdicts[1].is_trusted,
+    )
+
+
+@pytest.mark.parametrize("name", ["big_unsigned_attr", "big_crl_bag"])
+def test_inspection_memory_is_bounded(name, crafted_dir):
+    """A 17 MiB attribute or CRL costs at most 64 MiB above a trivial inspection."""
+
+    def peak(path) -> int:
+        with open(path, "rb") as stream:
+            tracemalloc.start()
+            try:
+                inspect_stream(stream)
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+    trivial = peak(PE_DIR / "dwsnet-ou.exe")
+    assert peak(crafted_dir / f"{name}.exe") - trivial < MEMORY_BOUND
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_osslsigncode_agrees_with_the_builder_notes(name, crafted_dir):
+    """The files are valid but for their damage: osslsigncode verifies the ones noted."""
+    tool = shutil.which("osslsigncode")
+    assert tool, "osslsigncode is needed"
+    result = subprocess.run(
+        [tool, "verify", "-in", str(crafted_dir / f"{name}.exe"),
+         "-CAfile", str(TEST_ROOT), "-TSA-CAfile", str(TEST_ROOT),
+         "-CRLfile", str(PKI / "crls.pem"), "-TSA-CRLfile", str(PKI / "crls.pem")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    accepted = result.stdout.rstrip().endswith("Succeeded")
+    assert accepted == (name in crafted.OSSLSIGNCODE_ACCEPTS), result.stdout[-2000:]
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_cli_detects_dwservice(name, crafted_dir, tmp_path):
+    """The bundled rule rmm_DWService_filesig matches the crafted file's DWSNET signer."""
+    scan_dir = tmp_path / "scan"
+    scan_dir.mkdir()
+    os.link(crafted_dir / f"{name}.exe", scan_dir / f"{name}.exe")
+    result = subprocess.run(
+        [RMMSCAN, "--trusted-roots", str(TEST_ROOT), "--no-cache", "--format", "jsonl",
+         "--quiet", "--state-dir", str(tmp_path / "state"), str(scan_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert any(
+        "DWService - File Signature" in row["RuleName"] and row["Signer"] == crafted.SIGNER_CN
+        for row in rows
+    ), rows
+
+
+# --------------------------------------------------------------------------------------------
+# The same signatures in other encodings
+
+
+def _differential_samples() -> list[str]:
+    names = []
+    for path in sorted(PE_DIR.iterdir()):
+        seed = mutate.Seed.of(path.read_bytes())
+        if seed.tree is not None and mutate.signed_data(seed.tree) is not None:
+            names.append(path.name)
+    return names
+
+
+DIFFERENTIAL = _differential_samples()
+
+
+def test_differential_covers_the_samples():
+    assert len(DIFFERENTIAL) >= 20
+    assert {"dwsnet-ou.exe", "nested-depth3.exe", "two-entries.exe"} <= set(DIFFERENTIAL)
+
+
+@pytest.mark.parametrize("encoding", ["ber-indefinite", "ber-long-form"])
+@pytest.mark.parametrize("name", DIFFERENTIAL)
+def test_encodings_give_the_same_rows_and_verdicts(name, encoding):
+    """Re-encoding the outer layers (primary and nested) changes no column but Anomalies,
+    which gains pkcs7_not_der, and no verdict.
+
+    The baseline is the file rebuilt with its PKCS#7 untouched: the rebuild normalizes
+    the table (size, slack, trailing data), and only the encoding should differ.
+    """
+    data = (PE_DIR / name).read_bytes()
+    baseline = crafted.rebuild(data, crafted.primary(data))
+    other = crafted.ENCODINGS[encoding](data)
+    assert other != baseline
+    base_ins, base_verdicts = inspect(baseline)
+    ins, verdicts = inspect(other)
+    assert not ins.errors, ins.errors
+    base_rows, rows = signature_rows(base_ins), signature_rows(ins)
+    assert len(rows) == len(base_rows) == len(ins.signatures)
+    for got, want in zip(rows, base_rows, strict=True):
+        assert {k: v for k, v in got.items() if k != "Anomalies"} == {
+            k: v for k, v in want.items() if k != "Anomalies"
+        }
+        base_anomalies, anomalies = json.loads(want["Anomalies"]), json.loads(got["Anomalies"])
+        assert set(base_anomalies) <= set(anomalies)
+        assert set(anomalies) - set(base_anomalies) == {str(Anomaly.PKCS7_BER)}
+    assert [(v.status, v.is_trusted) for v in verdicts] == [
+        (v.status, v.is_trusted) for v in base_verdicts
+    ]
+
+
+def test_rebuild_is_the_identity_on_plain_samples():
+    """crafted.rebuild changes nothing but the table's framing: plain samples come back."""
+    for name in ("dwsnet-ou.exe", "nested-depth3.exe", "benign.exe", "dll32.dll"):
+        data = (PE_DIR / name).read_bytes()
+        assert crafted.rebuild(data, crafted.primary(data)) == data, name
+
