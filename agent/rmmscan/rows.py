@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .columns import NAMES, SIGNATURE, SOURCE
 from .device import Device
 from .inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
-from .text import brief, path_columns
+from .text import brief, path_columns, plain_detail
 
 SIGNATURE_COLUMNS = tuple(n for n in NAMES if SOURCE[n] == SIGNATURE)
 
@@ -158,7 +158,7 @@ def verdict_columns(sig: SignatureInfo, verdict: Verdict | None) -> dict:
     if status is Status.NOT_CHECKED:
         detail = "not verified"
     elif not detail and sig.problems:
-        detail = "; ".join(sig.problems)
+        detail = plain_detail("; ".join(sig.problems))  # a Verdict's detail is plain already
     return {
         "IsTrusted": bool(verdict and verdict.is_trusted),
         "IsRootSignerMicrosoft": bool(verdict and verdict.root_microsoft),

@@ -125,8 +125,13 @@ def _is_microsoft(subject: x509.Name) -> bool:
 
 
 def name_key(der: bytes) -> str:
-    """The normalized form certvalidator matches names by (raw DER if it does not decode)."""
-    return hashable(x509.Name.load(der))
+    """The normalized form certvalidator matches names by (raw DER if it does not decode:
+    the tolerant certificate reader keeps names asn1crypto cannot load)."""
+    try:
+        name = x509.Name.load(der)
+    except ValueError:
+        return "der:" + der.hex()
+    return hashable(name)
 
 
 def hashable(name: x509.Name) -> str:

@@ -11,8 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import struct
+from dataclasses import replace
 from typing import BinaryIO
 
+from signify.exceptions import SignifyError
+
+from ..text import plain_detail
 from . import _signify as sg
 from .authenticode import signed_data
 from .certificates import cert_info
@@ -45,8 +50,16 @@ def verify_all(
     trust: TrustStore,
     now: dt.datetime | None = None,
     layout_broken: bool = False,
+    errors: list[str] | None = None,
 ) -> list[Verdict]:
-    """One verdict per signature; the file's Authenticode digests are computed once."""
+    """One verdict per signature; the file's Authenticode digests are computed once.
+
+    Never raises for one signature: whatever goes wrong verifying it makes its verdict
+    Malformed, with the step that failed in words. An exception that bad input does not
+    explain (a bug here or in a library) is also listed in ``errors`` as "verification of
+    signature N: Type: message", for the caller to report. A read error of the stream
+    (an OSError with an errno) is the caller's and propagates.
+    """
     if not sigs:
         return []
     if layout_broken:
@@ -56,31 +69,83 @@ def verify_all(
     wanted = {s.digest_algorithm for s in sigs if s.digest_algorithm in _HASHES}
     try:
         digests = pe.get_fingerprints(*(_HASHES[a] for a in sorted(wanted)))
-    except OSError:
-        raise  # a read error is the caller's to report, not a verdict
     except Exception as exc:  # signify raises struct.error, ValueError... on bad layouts
-        return [Verdict(Status.MALFORMED, False, False, f"PE layout: {exc}") for _ in sigs]
+        if _is_read_error(exc):
+            raise
+        detail = plain_detail(f"the PE layout does not parse: {_message(exc)}")
+        if errors is not None and not _is_bad_input(exc):
+            errors.extend(f"verification of signature {s.index}: {_line(exc)}" for s in sigs)
+        return [Verdict(Status.MALFORMED, False, False, detail) for _ in sigs]
     now = now or dt.datetime.now(dt.UTC)
-    return [_verify_one(pe, s, digests, trust, now) for s in sigs]
+    verdicts = []
+    for sig in sigs:
+        step = ["reading the signature"]
+        try:
+            verdict = _verify_one(pe, sig, digests, trust, now, step)
+        except Exception as exc:
+            if _is_read_error(exc):
+                raise
+            if not _is_bad_input(exc):
+                if errors is not None:
+                    errors.append(f"verification of signature {sig.index}: {_line(exc)}")
+                words = f"an internal error while {step[0]} ({type(exc).__name__})"
+            else:
+                words = f"{step[0]} failed: {_message(exc)}"
+            verdict = Verdict(Status.MALFORMED, False, False, words)
+        verdicts.append(replace(verdict, detail=plain_detail(verdict.detail)))
+    return verdicts
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    """The stream could not be read. OpenSSL's failures (through oscrypto) are OSErrors too,
+    but without an errno."""
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
+def _is_bad_input(exc: BaseException) -> bool:
+    """Errors that a malformed or hostile signature explains: signify's own, and the
+    ValueErrors (UnicodeErrors among them), struct.errors and EOFErrors that asn1crypto and
+    signify raise on encodings they cannot read. Anything else is a bug to report."""
+    return isinstance(exc, (SignifyError, ValueError, struct.error, EOFError, OverflowError))
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _verify_one(
-    pe, sig: SignatureInfo, digests: dict[str, bytes], trust: TrustStore, now: dt.datetime
+    pe,
+    sig: SignatureInfo,
+    digests: dict[str, bytes],
+    trust: TrustStore,
+    now: dt.datetime,
+    step: list[str],
 ) -> Verdict:
+    """``step[0]`` names what is being done, for the verdict of an exception that escapes."""
     if sig.signer is None or (not sig.der and sig.asn1 is None):
         return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
+    step[0] = "following the certificate names to a trusted root"
     path = _candidate_chain(sig, trust)
     root_ms = bool(path) and trust.is_microsoft_root(path[-1].sha1)
+    step[0] = "checking the distrust list"
     hit = trust.distrusted([sig.signer, *sig.certificates])
     if hit is not None:
         return Verdict(Status.DISTRUSTED, False, root_ms, hit.reason, tuple(path))
+    step[0] = "reading the signature"
     try:
         signature = _Signature(signed_data(sig), signed_file=pe)
         indirect = signature.indirect_data
         algorithm = indirect.digest_algorithm().name
         signed_digest = indirect.digest
     except Exception as exc:  # signify raises bare ValueError on garbage (DESIGN §5)
-        return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
+        if not _is_bad_input(exc):
+            raise
+        detail = f"the signature does not parse: {_message(exc)}"
+        return Verdict(Status.MALFORMED, False, root_ms, detail, tuple(path))
     expected = digests.get(algorithm)
     if expected is None:
         return Verdict(Status.MALFORMED, False, root_ms, f"digest {algorithm} unsupported")
@@ -92,6 +157,7 @@ def _verify_one(
             "the file's digest differs from the signed digest",
             tuple(path),
         )
+    step[0] = "verifying the signature and its chains"
     try:
         roots = trust.roots_for(_issuer_keys(signature))
         chains = signature.verify(
@@ -101,24 +167,31 @@ def _verify_one(
         )
         chain = next(iter(chains), [])
     except sg.AuthenticodeInvalidDigestError as exc:
-        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
+        detail = f"the signature does not verify: {exc}"
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
     except sg.CertificateVerificationError as exc:
         return _chain_verdict(sig, str(exc), path, root_ms, now)
     except sg.CounterSignerError as exc:
         cause = _chain_cause(exc)
         if cause is not None:
-            detail = f"the timestamp's chain: {cause}"
+            detail = f"the timestamp's chain does not validate: {cause}"
             return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, detail, tuple(path))
         detail = f"the timestamp countersignature does not verify: {exc}"
         return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
     except sg.SignerInfoVerificationError as exc:
         if _is_chain_failure(exc):
             return _chain_verdict(sig, str(exc), path, root_ms, now)
-        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
+        detail = f"the signer's signature does not verify: {exc}"
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
     except sg.VerificationError as exc:
-        return Verdict(Status.BAD_SIGNATURE, False, root_ms, str(exc), tuple(path))
+        detail = f"the signature does not verify: {exc}"
+        return Verdict(Status.BAD_SIGNATURE, False, root_ms, detail, tuple(path))
     except Exception as exc:
-        return Verdict(Status.MALFORMED, False, root_ms, f"signify: {exc}", tuple(path))
+        if not _is_bad_input(exc):
+            raise
+        detail = f"the signature does not parse: {_message(exc)}"
+        return Verdict(Status.MALFORMED, False, root_ms, detail, tuple(path))
+    step[0] = "reading the verified chain"
     infos = tuple(_chain_infos(chain)) or tuple(path)
     root_ms = bool(infos) and trust.is_microsoft_root(infos[-1].sha1)
     return Verdict(Status.OK, True, root_ms, "", infos)
@@ -127,14 +200,19 @@ def _verify_one(
 def _chain_verdict(
     sig: SignatureInfo, message: str, path: list[CertInfo], root_ms: bool, now: dt.datetime
 ) -> Verdict:
+    """The signer's chain failed: no trusted root by name, an expired certificate, or
+    another chain failure."""
     if not path:
-        return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, message)
+        detail = f"the signer's chain does not lead to a trusted root: {message}"
+        return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, detail)
     moment = sig.countersignature_time or now
     if any(not (c.not_before <= moment <= c.not_after) for c in path) or any(
         w in message.lower() for w in _EXPIRY_WORDS
     ):
-        return Verdict(Status.EXPIRED, False, root_ms, message, tuple(path))
-    return Verdict(Status.INVALID_CHAIN, False, root_ms, message, tuple(path))
+        detail = f"the signer's chain has a certificate outside its validity: {message}"
+        return Verdict(Status.EXPIRED, False, root_ms, detail, tuple(path))
+    detail = f"the signer's chain does not validate: {message}"
+    return Verdict(Status.INVALID_CHAIN, False, root_ms, detail, tuple(path))
 
 
 def _is_chain_failure(exc: BaseException) -> bool:
