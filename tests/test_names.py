@@ -65,9 +65,9 @@ def test_no_cn_falls_back_to_organization_then_dn():
 
 
 def test_printable_escapes_controls_and_undecodable_bytes():
-    assert printable("a\nb\x1b[2Jc\u202ed") == "a\\nb\\x1b[2Jc\\u202ed"
+    assert printable("a\nb\x1b[2Jc\u202ed") == "$'a\\nb\\x1b[2Jc\\u202ed'"
     assert printable("ok name.exe") == "ok name.exe"
-    assert printable(b"bad\xff.exe".decode("utf-8", "surrogateescape")) == "bad\\xff.exe"
+    assert printable(b"bad\xff.exe".decode("utf-8", "surrogateescape")) == "$'bad\\xff.exe'"
 
 
 def test_path_columns_keep_raw_bytes_of_invalid_utf8():

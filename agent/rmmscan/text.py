@@ -1,33 +1,49 @@
-"""Text that is safe to show: attacker-chosen names must not drive a terminal or split a line."""
+"""Text that is safe to show: attacker-chosen names must not drive a terminal or split a line,
+and two different names must never look the same."""
 
 from __future__ import annotations
 
 import base64
 import os
 import re
-import unicodedata
 
-# Backslashes stay as they are (Windows paths, RFC 4514 escapes): JSON is the exact format.
-_REPLACE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\", "'": "\\'"}
 
 
 def printable(text: str) -> str:
-    """Escape control characters, bidi overrides and undecodable bytes (surrogates)."""
-    if text.isprintable():
+    """The name as a terminal shows it, unambiguously, in the manner of GNU ls.
+
+    A name of printable characters is shown as it is, backslashes included (Windows paths
+    stay readable). Any other name is quoted as $'…', bash's own notation: control
+    characters, bidi overrides and other invisible characters as \\n, \\t, \\xNN or \\uNNNN,
+    an undecodable byte (a surrogate from os.fsdecode) as \\xNN, and backslashes and quotes
+    escaped, so a tab and a literal backslash-t never look alike. A printable name that
+    itself starts with $' is quoted too.
+    """
+    if text.isprintable() and not text.startswith("$'"):
         return text
+    needed = text.startswith("$'")
     out = []
     for ch in text:
-        if ch in _REPLACE:
-            out.append(_REPLACE[ch])
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte os.fsdecode could not decode
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ch.isprintable() or ch == " ":
+        if ch.isprintable() and ch not in _NAMED:
             out.append(ch)
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+            continue
+        if ch in ("\\", "'"):
+            out.append(_NAMED[ch])
+            continue
+        needed = True
+        code = ord(ch)
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        else:  # \u, never \x: \x80-\xff are the undecodable bytes above
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    if not needed:
+        return text
+    return "$'" + "".join(out) + "'"
 
 
 def brief(text: str, limit: int = 300) -> str:

@@ -1,7 +1,8 @@
 """What the analyst sees on stderr: a progress line (on a terminal), problems as they occur,
 and a summary in the shape of the starting hunting query's `summarize`.
 
-Paths are attacker-chosen: each goes through text.printable before it reaches the terminal.
+Paths are attacker-chosen: each goes through text.printable before it reaches the terminal
+(quoted as $'…' when it holds anything to escape).
 """
 
 from __future__ import annotations

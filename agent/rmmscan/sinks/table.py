@@ -1,7 +1,8 @@
 """The human table of a sweep: one block per emitted row, the columns a hunter reads first.
 
 Every value from a file goes through text.printable: a name with a newline or a terminal
-escape sequence is shown escaped, never obeyed.
+escape sequence is shown quoted as $'…', escaped, never obeyed, and never looks like another
+name (JSON and CSV carry the exact value).
 """
 
 from __future__ import annotations
