@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import socket
 import sys
 import uuid
@@ -52,4 +53,79 @@ def local_device(state) -> Device:
         device_id = device_id_from(machine)
     else:
         device_id = state.setdefault("device_id", device_id_from(str(uuid.uuid4())))
-    return Device(device_id, socket.getfqdn().lower())
+    return Device(device_id, device_name())
+
+
+def device_name() -> str:
+    """The machine's fully qualified name as the OS reports it, lower case (DeviceName).
+
+    Not socket.getfqdn(): it resolves the name back through /etc/hosts, where a line such as
+    "127.0.0.1 localhost vm" makes every such machine "localhost". On Windows, Defender shows
+    the DNS name: the host name plus the primary DNS suffix.
+    """
+    if sys.platform == "win32":
+        name = _windows_dns_name()
+        if name:
+            return choose_name(name, None)
+    hostname = socket.gethostname()
+    canonical = None
+    if hostname and "." not in hostname:
+        try:
+            infos = socket.getaddrinfo(hostname, None, flags=socket.AI_CANONNAME)
+            canonical = next((info[3] for info in infos if info[3]), None)
+        except (OSError, UnicodeError):  # no resolver, or a name it refuses
+            canonical = None
+    return choose_name(hostname, canonical)
+
+
+_LOCALHOST = ("localhost", "ip6-localhost", "ip6-loopback")
+
+
+def _localhost_like(name: str) -> bool:
+    first = name.split(".", 1)[0]
+    return first in _LOCALHOST or first.startswith("localhost")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def choose_name(hostname: str, canonical: str | None) -> str:
+    """DeviceName from the host name and the resolver's canonical name for it (or None).
+
+    A host name with a dot is already fully qualified. Otherwise the canonical name counts
+    only when it extends the host name ("vm" → "vm.corp.example"): a resolver's answer of
+    "localhost", an address, or another machine's name is not this machine's name, and the
+    plain host name is.
+    """
+    host = hostname.strip().rstrip(".").lower()
+    if "." in host and not _is_address(host):
+        return host
+    name = (canonical or "").strip().rstrip(".").lower()
+    if (
+        host
+        and name.startswith(host + ".")
+        and not _localhost_like(name)
+        and not _is_address(name)
+    ):
+        return name
+    return host
+
+
+def _windows_dns_name() -> str | None:
+    """GetComputerNameExW(ComputerNameDnsFullyQualified): host name + primary DNS suffix."""
+    import ctypes
+
+    size = ctypes.c_ulong(0)
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    kernel32.GetComputerNameExW(3, None, ctypes.byref(size))
+    if not size.value:
+        return None
+    buffer = ctypes.create_unicode_buffer(size.value)
+    if not kernel32.GetComputerNameExW(3, buffer, ctypes.byref(size)):
+        return None
+    return buffer.value or None
