@@ -93,7 +93,7 @@ def _tbs_fields(data, top: ber.Element | None) -> list[ber.Element] | None:
     if not outer or not outer[0].constructed:
         return None
     fields, _ = ber.children(data, outer[0], 12)
-    if fields and fields[0].tag == ber.CTX0:  # the version
+    if fields and fields[0].tag & 0xDF == 0x80:  # the version, [0] however constructed
         fields = fields[1:]
     if len(fields) < 5 or fields[0].tag != ber.INTEGER:
         return None
