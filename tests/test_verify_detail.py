@@ -5,7 +5,9 @@ hundreds of digits long, no word cut in half."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import struct
 import subprocess
@@ -207,3 +209,18 @@ def test_brief_cuts_at_a_word_boundary():
     assert text.startswith(kept) and text[len(kept)] in " ,", short
     assert brief("x" * 400) == "x" * 299 + "…"  # one word: no boundary to cut at
     assert brief("short") == "short"
+
+
+def test_a_read_error_is_the_callers(srl, inspector, tmp_path):
+    """A stream that cannot be read (a real EBADF: the descriptor is open for writing only)
+    raises, as an unreadable file does; it is no verdict about the signature."""
+    _, inspection = srl
+    copy = tmp_path / "copy.exe"
+    copy.write_bytes((PE_DIR / "dwsnet-srl.exe").read_bytes())
+    fd = os.open(copy, os.O_WRONLY)
+    with os.fdopen(fd, "rb", buffering=0) as unreadable:
+        errors: list[str] = []
+        with pytest.raises(OSError) as raised:
+            verify_all(unreadable, inspection.signatures, inspector.trust, errors=errors)
+    assert raised.value.errno == errno.EBADF
+    assert errors == []

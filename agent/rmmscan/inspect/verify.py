@@ -57,21 +57,21 @@ def verify_all(
     Never raises for one signature: whatever goes wrong verifying it makes its verdict
     Malformed, with the step that failed in words. An exception that bad input does not
     explain (a bug here or in a library) is also listed in ``errors`` as "verification of
-    signature N: Type: message", for the caller to report. A read error of the stream
-    (an OSError with an errno) is the caller's and propagates.
+    signature N: Type: message", for the caller to report. A read error of the stream is the
+    caller's and propagates, whatever signify wraps it in.
     """
     if not sigs:
         return []
     if layout_broken:
         detail = "the certificate table does not fit in the file; the digest is undefined"
         return [Verdict(Status.MALFORMED, False, False, detail) for _ in sigs]
-    pe = sg.SignedPEFile(stream)
+    reads = _Reads(stream)
+    pe = sg.SignedPEFile(reads)
     wanted = {s.digest_algorithm for s in sigs if s.digest_algorithm in _HASHES}
     try:
         digests = pe.get_fingerprints(*(_HASHES[a] for a in sorted(wanted)))
     except Exception as exc:  # signify raises struct.error, ValueError... on bad layouts
-        if _is_read_error(exc):
-            raise
+        reads.reraise()
         detail = plain_detail(f"the PE layout does not parse: {_message(exc)}")
         if errors is not None and not _is_bad_input(exc):
             errors.extend(f"verification of signature {s.index}: {_line(exc)}" for s in sigs)
@@ -83,8 +83,7 @@ def verify_all(
         try:
             verdict = _verify_one(pe, sig, digests, trust, now, step)
         except Exception as exc:
-            if _is_read_error(exc):
-                raise
+            reads.reraise()
             if not _is_bad_input(exc):
                 if errors is not None:
                     errors.append(f"verification of signature {sig.index}: {_line(exc)}")
@@ -92,14 +91,44 @@ def verify_all(
             else:
                 words = f"{step[0]} failed: {_message(exc)}"
             verdict = Verdict(Status.MALFORMED, False, False, words)
-        verdicts.append(replace(verdict, detail=plain_detail(verdict.detail)))
+        if verdict.detail:
+            verdict = replace(verdict, detail=plain_detail(verdict.detail))
+        verdicts.append(verdict)
     return verdicts
 
 
-def _is_read_error(exc: BaseException) -> bool:
-    """The stream could not be read. OpenSSL's failures (through oscrypto) are OSErrors too,
-    but without an errno."""
-    return isinstance(exc, OSError) and exc.errno is not None
+class _Reads:
+    """The stream as signify reads it, remembering a read that failed: that error is the
+    caller's (the file could not be read), whatever signify turns it into. An OSError
+    from elsewhere (oscrypto reports OpenSSL's failures as OSErrors) is about the signature."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.failed: OSError | None = None
+
+    def _call(self, method, *args):
+        try:
+            return method(*args)
+        except OSError as exc:
+            self.failed = self.failed or exc
+            raise
+
+    def read(self, *args):
+        return self._call(self._stream.read, *args)
+
+    def seek(self, *args):
+        return self._call(self._stream.seek, *args)
+
+    def tell(self):
+        return self._call(self._stream.tell)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def reraise(self) -> None:
+        """Inside an ``except``: raise the read error, if a read failed."""
+        if self.failed is not None:
+            raise self.failed
 
 
 def _is_bad_input(exc: BaseException) -> bool:
