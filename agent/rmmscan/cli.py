@@ -256,8 +256,8 @@ def _inspect(args) -> int:
             _error(name, exc.strerror or str(exc))
             status = EXIT_ERROR
             continue
-        with stream:
-            try:
+        try:
+            with stream:
                 inspection = inspect_stream(stream)
                 verdicts = inspector.verify(stream, inspection) if inspection.is_pe else None
                 hashes = hash_stream(stream) if inspection.is_pe else None
@@ -266,16 +266,24 @@ def _inspect(args) -> int:
                     if inspection.is_pe
                     else {}
                 )
-            except OSError as exc:
-                _error(name, f"read failed: {exc.strerror or exc}")
+            # Bugs inspection caught: said, and the rows of what was read still printed.
+            for error in getattr(inspection, "errors", None) or []:
+                _error(name, f"internal error: {error}")
                 status = EXIT_ERROR
-                continue
-        if not inspection.is_pe:
-            _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
-        if args.format == "table":
-            write_report(sys.stdout, name, inspection, verdicts, hashes, version)
-        elif inspection.is_pe:
-            rows.write(inspection, os.path.abspath(path), hashes, verdicts, version)
+            if not inspection.is_pe:
+                _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
+            if args.format == "table":
+                write_report(sys.stdout, name, inspection, verdicts, hashes, version)
+            elif inspection.is_pe:
+                rows.write(inspection, os.path.abspath(path), hashes, verdicts, version)
+        except BrokenPipeError:
+            raise  # the reader went away: main() says so
+        except OSError as exc:
+            _error(name, f"read failed: {exc.strerror or exc}")
+            status = EXIT_ERROR
+        except Exception as exc:  # a bug on one file: said, and the next file is inspected
+            _error(name, f"internal error: {type(exc).__name__}: {exc}; please report it")
+            status = EXIT_ERROR
     rows.close()
     return status
 
@@ -298,7 +306,9 @@ class _RowWriter:
             from .device import local_device
             from .state import State
 
-            self.state = State(self.state_dir)
+            # Never fatal: a state that cannot be used is kept in memory, with one warning.
+            self.state = State(self.state_dir, lambda m: print(f"rmmscan: {printable(m)}",
+                                                               file=sys.stderr))  # fmt: skip
             self.device = local_device(self.state)
         n = max(1, len(inspection.signatures))
         first = self.state.allocate("report_id", n)

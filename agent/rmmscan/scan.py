@@ -12,7 +12,6 @@ import collections
 import datetime as dt
 import hashlib
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -112,6 +111,11 @@ def _sink(fmt: str, out):
     return TableSink(out)
 
 
+def warn(message: str) -> None:
+    """A warning on stderr: the scan goes on."""
+    print(f"rmmscan: {printable(message)}", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
     try:
         return _run(args)
@@ -153,19 +157,16 @@ def _run(args) -> int:
     from .device import local_device
     from .state import State
 
-    try:
-        state = State(args.state_dir)
-    except (OSError, sqlite3.Error) as exc:
-        where = args.state_dir or "the default state directory"
-        raise UsageError(f"{printable(str(where))}: unusable state directory ({exc})") from None
-    inspector.names_file = state.directory / "trust-names.json"
+    state = State(args.state_dir, warn)  # never fatal: in memory, with a warning, if it must
+    if not state.directory_unusable:
+        inspector.names_file = state.directory / "trust-names.json"
     try:
         device = local_device(state)
         cache = None
-        if not args.no_cache:
+        if not args.no_cache and not state.directory_unusable:
             from .cache import open_cache
 
-            cache = open_cache(state.directory, lambda m: print(f"rmmscan: {m}", file=sys.stderr))
+            cache = open_cache(state.directory, warn)
         out = sys.stdout
         if args.output:
             try:

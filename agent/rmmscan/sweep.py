@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from . import claims as claiming
 from . import rows
-from .cache import ScanCache, key_of, parse_record
+from .cache import ScanCache, key_of
 from .facts import FileChanged, FileFacts, same_file, with_anomaly
 from .inspect.model import Anomaly
 from .pipeline import Pipeline
@@ -93,8 +93,12 @@ class Sweep:
                 listed = None
                 if cached:
                     listed = directory.stat_child(name, follow)
-                    hit = cached.get(name)  # (name, key, judged, flags)
-                    if hit is not None and hit[1] == key_of(listed):
+                    hit = cached.get(name)  # (name, key, judged, flags, rsum, sum)
+                    if (
+                        hit is not None
+                        and hit[1] == key_of(listed)
+                        and self.cache.sound(path, name, hit)
+                    ):
                         flags = hit[3]
                         if not flags & FLAG_PE:
                             result.cached += 1
@@ -106,10 +110,9 @@ class Sweep:
                             result.pe += 1
                             result.signed += bool(flags & FLAG_SIGNED)
                             continue
-                        text = self.cache.record(path, name)
-                        if text is not None:  # else gone since the lookup, or damaged: read it
+                        record = self.cache.record(path, name, hit)
+                        if record is not None:  # else gone since the lookup, or damaged: read it
                             result.cached += 1
-                            record = parse_record(text)
                 try:
                     self._file(result, directory, name, follow, record, listed)
                 except FileChanged:
@@ -304,6 +307,8 @@ class Sweep:
                             consume(DirResult(*payload))
                         elif kind == "problem":
                             tally.problem(*payload)
+                        elif kind == "cache" and self.cache is not None:
+                            self.cache.failed(*payload)
                         elif kind == "end":
                             ended.add(waiting[receiver][1])
                             for what, n in payload.items():
@@ -354,6 +359,9 @@ class Sweep:
 
             self._send = send
             tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
+            cache = self.cache
+            if cache is not None:  # the parent warns, stops writing, and sets a damaged one aside
+                cache.warn = lambda _message: send(("cache", (cache.failure, cache.damaged)))
 
             def owns(path: str) -> bool:
                 if claims is not None:
