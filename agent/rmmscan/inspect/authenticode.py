@@ -175,7 +175,7 @@ class _Reader:
             self.anomaly(Anomaly.PKCS7_BER)
         if flags & ber.TRUNCATED and not entry.truncated:
             self.anomaly(Anomaly.PKCS7_TRUNCATED)
-        self._keep(data, top, left_out, info)
+        self._keep(data, top, left_out, info, flags)
         return nested
 
     def _unreadable(self, entry: Entry, info: SignatureInfo, problem: str) -> list:
@@ -241,14 +241,21 @@ class _Reader:
                 info.problems.append(f"unsigned attribute {kind} does not parse: {exc}")
         return nested
 
-    def _keep(self, data, top: ber.Element, left_out: list[int], info: SignatureInfo) -> None:
-        """The ContentInfo's bytes as stored, for verification; without the unsigned attributes
-        in `left_out` (re-encoding only the layers around them) when it is too large."""
+    def _keep(
+        self, data, top: ber.Element, left_out: list[int], info: SignatureInfo, flags: int = 0
+    ) -> None:
+        """The ContentInfo's bytes for verification: as stored when they are DER; in DER when
+        they are not (asn1crypto, under signify, gives up on deep indefinite lengths that
+        Windows reads); without the unsigned attributes in `left_out` when it is too large
+        (only the layers around them re-encoded)."""
         size = top.after - top.start
-        if size > MAX_KEPT and left_out:
-            der = ber.without(data, top, frozenset(left_out))
-        elif size > MAX_KEPT:
+        drop = frozenset(left_out) if size > MAX_KEPT else frozenset()
+        if size > MAX_KEPT and not drop:
             der = b""
+        elif flags & (ber.BER | ber.TRUNCATED):
+            der = ber.canonical(data, top, drop)
+        elif drop:
+            der = ber.without(data, top, drop)
         else:
             der = ber.whole(data, top)
         if not der or len(der) > MAX_KEPT or self.kept + len(der) > MAX_KEPT_FILE:
