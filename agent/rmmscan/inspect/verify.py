@@ -143,7 +143,10 @@ def _message(exc: BaseException) -> str:
 
 
 def _line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
+    """One line, every character visible: callers print it as it is, and a library's
+    message can quote a hostile certificate's names."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _verify_one(
