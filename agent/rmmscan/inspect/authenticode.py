@@ -13,8 +13,9 @@ for the few rows that need a verdict.
 Bounds, each raising ``Anomaly.LIMIT_REACHED`` and a problem on the row when reached:
 ``MAX_SIGNATURES`` per file, ``MAX_DEPTH`` of nesting, ``MAX_CERTIFICATES`` per signature,
 ``MAX_ATTRIBUTES`` unsigned attributes per signer, ``MAX_KEPT`` bytes kept per signature for
-verification (above it, unsigned attributes other than timestamps are left out of the kept
-copy: they are outside what the signature covers, ``Anomaly.ATTRIBUTE_TOO_LARGE``) and
+verification (above it, unsigned attributes other than timestamps and a CRL bag are left out
+of the kept copy: the signature does not cover them, ``Anomaly.ATTRIBUTE_TOO_LARGE``,
+``Anomaly.CRLS_TOO_LARGE``) and
 ``MAX_KEPT_FILE`` per file.
 """
 
@@ -141,9 +142,14 @@ class _Reader:
         if certificates is not None:
             flags |= certificates.flags
             info.certificates = tuple(self._certificates(data, certificates, info))
+        left_out: list[int] = []
+        crls = next((f for f in fields[3:] if f.tag == ber.CTX1), None)
+        if crls is not None and crls.after - crls.start > MAX_KEPT // 4:
+            left_out.append(crls.start)  # not covered by the signature, not read
+            self.anomaly(Anomaly.CRLS_TOO_LARGE)
         if signer_set is None:
             info.problems.append("no SignerInfo")
-            self._keep(data, top, [], info)
+            self._keep(data, top, left_out, info, flags)
             return []
         flags |= signer_set.flags
         signers, more = ber.children(data, signer_set, MAX_SIGNER_INFOS)
@@ -151,7 +157,7 @@ class _Reader:
         if len(signers) != 1:
             info.problems.append(f"{count} SignerInfos, Authenticode requires 1")
         if not signers:
-            self._keep(data, top, [], info)
+            self._keep(data, top, left_out, info, flags)
             return []
         signer = signers[0]
         flags |= signer.flags
@@ -167,7 +173,6 @@ class _Reader:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
         nested: list[ber.Element] = []
-        left_out: list[int] = []
         if unsigned is not None:
             flags |= unsigned.flags
             nested = self._attributes(data, unsigned, info, left_out)

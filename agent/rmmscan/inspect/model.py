@@ -39,6 +39,7 @@ class Anomaly(StrEnum):
     PKCS7_BER = "pkcs7_not_der"  # read, but not in the DER that Authenticode requires
     CERTIFICATE_MALFORMED = "certificate_malformed"  # read with the tolerant reader
     ATTRIBUTE_TOO_LARGE = "unsigned_attribute_too_large"  # skipped, not parsed
+    CRLS_TOO_LARGE = "crl_bag_too_large"  # skipped, not parsed
     LIMIT_REACHED = "inspection_limit_reached"  # a cap on signatures, depth or items
     CHANGED_DURING_READ = "changed_during_read"  # the file changed while it was read
     INTERNAL_ERROR = "internal_error"  # an unexpected exception; see Inspection.errors
