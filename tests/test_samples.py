@@ -155,6 +155,7 @@ def test_table_report_escapes_hostile_names(tmp_path):
     done = run_inspect("--trusted-roots", str(TEST_ROOT), str(hostile), state_dir=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout
-    assert "evil\\x1b[31m\\nname.exe:" in done.stdout
+    # Quoted as bash's $'…': the escapes cannot be mistaken for a name's own backslashes.
+    assert f"$'{tmp_path}/evil\\x1b[31m\\nname.exe':" in done.stdout
     assert re.search(r"\n +Signer: +DWSNET OÜ\n", done.stdout)
     assert re.search(r"\n +Verified: +Ok\n", done.stdout)
