@@ -159,7 +159,12 @@ def _verify_one(
 ) -> Verdict:
     """``step[0]`` names what is being done, for the verdict of an exception that escapes."""
     if sig.signer is None or (not sig.der and sig.asn1 is None):
-        return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
+        words = "; ".join(sig.problems) or (
+            "the signer's certificate is not in the signature"
+            if sig.signer is None
+            else "the signature's data is missing"
+        )
+        return Verdict(Status.MALFORMED, False, False, words)
     step[0] = "following the certificate names to a trusted root"
     path = _candidate_chain(sig, trust)
     root_ms = bool(path) and trust.is_microsoft_root(path[-1].sha1)

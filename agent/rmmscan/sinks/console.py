@@ -75,8 +75,10 @@ class Console:
             f"{self.detections:,} detections - "
         )
         room = _width() - 1 - len(head)
-        if len(root) > room:  # keep the end of the path, the part that changes
-            root = "…" + root[len(root) - max(room - 1, 0) :] if room > 1 else ""
+        if len(root) > room:  # keep the end of the path, the part that changes, and its $'
+            lead = "$'…" if root.startswith("$'") else "…"
+            keep = room - len(lead)
+            root = lead + root[len(root) - keep :] if keep > 0 else ""
         self.err.write("\r\x1b[K" + head + root)
         self.err.flush()
         self._line = True
