@@ -48,7 +48,7 @@ def srl():
 
 def test_an_issuer_name_asn1crypto_cannot_load_gives_a_verdict(srl, inspector):
     """The tolerant certificate reader keeps names asn1crypto cannot load (here an empty SET
-    where the Name's SEQUENCE belongs); following them to a root raised ValueError."""
+    where the Name's SEQUENCE belongs): asn1crypto raises ValueError on loading them."""
     stream, inspection = srl
     (sig,) = inspection.signatures
     broken = dataclasses.replace(
