@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import struct
 
-from rmmscan.inspect.certtable import MAX_TABLE, read_table
+from rmmscan.inspect.ber import StreamView
+from rmmscan.inspect.certtable import MAX_ENTRY_READ, MAX_TABLE, read_table
 from rmmscan.inspect.model import Anomaly
 
 DER = bytes.fromhex("3003020101")  # a complete 5-byte DER SEQUENCE
@@ -118,3 +119,17 @@ def test_gigabyte_table_claim_reads_at_most_the_cap():
     assert [e.blob for e in entries] == [DER]
     assert Anomaly.TABLE_TOO_LARGE in anomalies
     assert reader.raw.read_total <= MAX_TABLE + 2 * io.DEFAULT_BUFFER_SIZE
+
+
+def test_entries_past_the_memory_budget_are_walked_in_place():
+    """Three 6 MiB entries: two are read into memory, the third (past MAX_ENTRY_READ in all)
+    is a StreamView that reads only what is asked of it, and reads the same bytes."""
+    big = b"\x04\x84" + (6 * 2**20).to_bytes(4, "big") + bytes(range(256)) * (6 * 2**12)
+    entries, anomalies = read(entry(big) * 3)
+    assert [type(e.blob) for e in entries] == [bytes, bytes, StreamView]
+    held = sum(len(e.blob) for e in entries if isinstance(e.blob, bytes))
+    assert held <= MAX_ENTRY_READ
+    view = entries[2].blob
+    assert len(view) == len(big) and view[:8] == big[:8] and view[-300:] == big[-300:]
+    assert view[70_000] == big[70_000]
+    assert Anomaly.MULTIPLE_ENTRIES in anomalies and Anomaly.TABLE_TOO_LARGE in anomalies

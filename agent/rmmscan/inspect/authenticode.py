@@ -39,8 +39,8 @@ MAX_DEPTH = 8
 MAX_CERTIFICATES = 64
 MAX_ATTRIBUTES = 64
 MAX_SIGNER_INFOS = 16
-MAX_KEPT = 4 * 1024 * 1024
-MAX_KEPT_FILE = 16 * 1024 * 1024
+MAX_KEPT = 2 * 1024 * 1024  # real signatures are tens of KiB; the largest tables ~1 MiB
+MAX_KEPT_FILE = 8 * 1024 * 1024
 
 SIGNED_DATA = "1.2.840.113549.1.7.2"
 NESTED_SIGNATURE = "1.3.6.1.4.1.311.2.4.1"
@@ -255,7 +255,7 @@ class _Reader:
         (only the layers around them re-encoded)."""
         size = top.after - top.start
         drop = frozenset(left_out) if size > MAX_KEPT else frozenset()
-        if size > MAX_KEPT and not drop:
+        if size - _sizes(data, top, drop) > MAX_KEPT:
             der = b""
         elif flags & (ber.BER | ber.TRUNCATED):
             der = ber.canonical(data, top, drop)
@@ -269,6 +269,15 @@ class _Reader:
             return
         self.kept += len(der)
         info.der = der
+
+
+def _sizes(data, top: ber.Element, starts: frozenset[int]) -> int:
+    """The bytes of the elements starting at `starts` (each an element inside `top`)."""
+    total = 0
+    for start in starts:
+        el = ber.element(data, start, top.end)
+        total += el.after - el.start if el is not None else 0
+    return total
 
 
 def _empty(index: int, entry: int) -> SignatureInfo:

@@ -15,7 +15,9 @@ from .ber import StreamView
 from .model import Anomaly
 
 MAX_TABLE = 16 * 1024 * 1024  # real tables are KBs; the largest seen in the wild ~1 MB
-MAX_ENTRY_READ = MAX_TABLE  # an entry larger than this is walked through a StreamView
+# Entries are read into memory up to this many bytes in all; the rest are walked through a
+# StreamView, so that a huge attribute costs what the walk visits.
+MAX_ENTRY_READ = MAX_TABLE
 SLACK_CHECKED = 1024 * 1024  # bytes after the last entry looked at for slack
 WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002
 MAX_ENTRIES = 64
@@ -55,6 +57,7 @@ def read_table(
     size = end - offset
 
     entries: list[Entry] = []
+    held = 0  # bytes of entries read into memory: at most MAX_ENTRY_READ for the whole table
     pos = 0
     while pos + 8 <= size and len(entries) < MAX_ENTRIES:
         stream.seek(offset + pos)
@@ -70,7 +73,8 @@ def read_table(
         if cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
             anomalies.append(Anomaly.UNSUPPORTED_ENTRY_TYPE)
         else:
-            body = _body(stream, offset + pos + 8, body_size)
+            body = _body(stream, offset + pos + 8, body_size, held)
+            held += len(body) if isinstance(body, bytes) else 0
             blob, truncated = _exact_der(body, anomalies)
             entries.append(Entry(len(entries), revision, cert_type, blob, truncated))
         if pos + length > size:
@@ -91,8 +95,8 @@ def read_table(
     return entries, list(dict.fromkeys(anomalies))
 
 
-def _body(stream: BinaryIO, at: int, size: int) -> bytes | StreamView:
-    if size > MAX_ENTRY_READ:
+def _body(stream: BinaryIO, at: int, size: int, held: int) -> bytes | StreamView:
+    if held + size > MAX_ENTRY_READ:
         return StreamView(stream, at, size)
     stream.seek(at)
     return stream.read(size)
