@@ -44,7 +44,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("Timestamp", "datetime", EMIT, "When the row was made, ISO-8601 UTC with Z", D),
     _c("DeviceId", "string", FILE, "40 lower-case hex characters, stable for the device "
        "(derived from the OS machine id)", D),
-    _c("DeviceName", "string", FILE, "The machine's fully qualified name as the OS reports it, lower case; never localhost or an address", D),
+    _c("DeviceName", "string", FILE, "The machine's fully qualified name as the OS reports "
+       "it, lower case; never localhost or an address", D),
     _c("SHA1", "string", HASH, "SHA-1 of the whole file, lower-case hex", D),
     _c("IsSigned", "bool", SIGNATURE, "The file carries an Authenticode signature", D),
     _c("SignatureType", "string", SIGNATURE, "Embedded or Catalog", D, N),
@@ -84,7 +85,8 @@ COLUMNS: tuple[Column, ...] = (
        "Authenticode digest algorithm: sha1, sha256, ...", nullable=N),
     _c("VerificationStatus", "string", VERDICT, "Ok, Unsigned, InvalidDigest, BadSignature, "
        "UntrustedRoot, InvalidChain, Expired, Distrusted, Malformed or NotChecked"),
-    _c("VerificationDetail", "string", VERDICT, "Why the status is not Ok, in words, the same on every run: whose chain failed, serials in hex; at most 300 characters", nullable=N),
+    _c("VerificationDetail", "string", VERDICT, "Why the status is not Ok, in words, the same "
+       "on every run: whose chain failed, serials in hex; at most 300 characters", nullable=N),
     _c("CountersignatureType", "string", SIGNATURE,
        "rfc3161 or pkcs9; null without a timestamp", nullable=N),
     _c("Anomalies", "string", SIGNATURE,

@@ -56,8 +56,8 @@ class CertInfo:
     issuer_cn: str
     serial_hex: str
     serial_int: int
-    not_before: dt.datetime
-    not_after: dt.datetime
+    not_before: dt.datetime | None  # None: a date the tolerant reader could not read
+    not_after: dt.datetime | None
     crl_urls: tuple[str, ...]
     issuer_key: bytes  # DER of the issuer name, to find the issuing certificate
     subject_key: bytes  # DER of the subject name

@@ -243,13 +243,19 @@ def _chain_verdict(
         detail = f"the signer's chain does not lead to a trusted root: {message}"
         return Verdict(Status.UNTRUSTED_ROOT, False, root_ms, detail)
     moment = sig.countersignature_time or now
-    if any(not (c.not_before <= moment <= c.not_after) for c in path) or any(
+    if any(_outside(c, moment) for c in path) or any(
         w in message.lower() for w in _EXPIRY_WORDS
     ):
         detail = f"the signer's chain has a certificate outside its validity: {message}"
         return Verdict(Status.EXPIRED, False, root_ms, detail, tuple(path))
     detail = f"the signer's chain does not validate: {message}"
     return Verdict(Status.INVALID_CHAIN, False, root_ms, detail, tuple(path))
+
+
+def _outside(cert: CertInfo, moment: dt.datetime) -> bool:
+    """Outside its validity; a date the tolerant reader could not read bounds nothing."""
+    before, after = cert.not_before, cert.not_after
+    return (before is not None and moment < before) or (after is not None and moment > after)
 
 
 def _is_chain_failure(exc: BaseException) -> bool:
