@@ -105,7 +105,7 @@ def seeds() -> list[bytes]:
     try:
         import crafted
 
-        found.extend(blob for blob in crafted.fuzz_seeds() if len(blob) <= MAX_SEED)
+        found.extend(blob for _, blob in crafted.fuzz_seeds() if len(blob) <= MAX_SEED)
     except Exception as exc:  # the crafted builders are optional seeds, not the harness
         print(f"crafted seeds unavailable: {exc!r}", file=sys.stderr)
     return found

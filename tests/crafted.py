@@ -355,15 +355,17 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
 OSSLSIGNCODE_ACCEPTS = {"ber_outer", "nested_len_80", "big_unsigned_attr", "big_crl_bag"}
 
 
-def fuzz_seeds() -> list[bytes]:
-    """Small variants of every builder, to seed a fuzzer."""
+def fuzz_seeds() -> list[tuple[str, bytes]]:
+    """Small variants of every builder, to seed a fuzzer: (the sample it starts from, bytes)."""
     seeds = []
     for name, build in BUILDERS.items():
         if name == "big_unsigned_attr":
-            seeds.append(big_unsigned_attr(4096))
+            seeds.append((BASE, big_unsigned_attr(4096)))
         elif name == "big_crl_bag":
-            seeds.append(big_crl_bag(4096))
+            seeds.append((BASE, big_crl_bag(4096)))
         else:
-            seeds.append(build())
-    seeds += [ber_indefinite(sample(NESTED_DONOR)), ber_long_form(sample("nested-depth3.exe"))]
+            seeds.append((BASE, build()))
+    for name in (NESTED_DONOR, "nested-depth3.exe"):
+        seeds.append((name, ber_indefinite(sample(name))))
+        seeds.append((name, ber_long_form(sample(name))))
     return seeds

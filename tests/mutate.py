@@ -332,10 +332,11 @@ def layout(data: bytes) -> Layout:
             break
         entries.append(Entry(pos, length, revision, cert_type, data[pos + 8 : pos + length]))
         pos += (length + 7) & ~7
+    table = data[opt + opt_size : opt + opt_size + 40 * n_sections]
     sections = [
         (va, vsize, raw_ptr, raw_size)
         for vsize, va, raw_size, raw_ptr in struct.iter_unpack(
-            "<8xIIII16x", data[opt + opt_size : opt + opt_size + 40 * n_sections]
+            "<8xIIII16x", table[: len(table) - len(table) % 40]
         )
     ]
     return Layout(
@@ -473,7 +474,9 @@ class Seed:
             try:
                 seed.tree = parse(first.blob, base=first.blob_offset)
             except DERError:
+                # Unreadable here (cut short, say): all of it counts as the primary's.
                 seed.tree = None
+                seed.protected.append((first.blob_offset, first.offset + max(8, first.length)))
             if seed.tree is not None:
                 seed.zones = free_zones(seed.tree)
                 seed.protected.append((seed.tree.start, seed.tree.end))
@@ -481,6 +484,8 @@ class Seed:
 
     def spares(self, lo: int, hi: int) -> bool:
         """True when the source range [lo, hi) leaves the primary signer readable."""
+        if self.layout is None:
+            return False  # a file this module cannot map promises nothing
         for zlo, zhi in self.zones:
             if zlo <= lo and hi <= zhi:
                 return True
@@ -744,6 +749,8 @@ def mutate_version(rng: Rng, seed: Seed) -> Mutant | None:
 def mutate_bytes(rng: Rng, seed: Seed) -> Mutant:
     """Plain byte damage: flips, interesting bytes, truncation of the file."""
     data = bytearray(seed.data)
+    if not data:
+        return Mutant(b"MZ", "bytes:grow", [(0, 0)], False)
     if rng.random() < 0.2:
         cut = rng.randrange(0, len(data) + 1)
         return Mutant(bytes(data[:cut]), "bytes:truncate", [(cut, len(seed.data))],
