@@ -4,7 +4,10 @@ hashed. Real sample files, a real rule file, the real Inspector (counted, not re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
+import shutil
 import textwrap
 
 import pytest
@@ -31,6 +34,7 @@ query: |
   | where IsTrusted == true and FileName =~ 'DWSNET-SRL.EXE'
 """
 DEVICE = Device("0" * 40, "test.example")
+FILESIG_ID = "642b39b7-18eb-46eb-ba1f-bf70befae05e"  # rules/rmm_DWService_filesig.yaml
 
 
 class CountingInspector(Inspector):
@@ -114,3 +118,132 @@ def test_emit_signed_completes_every_signed_row_and_nothing_else(pack):
     assert with_rows == signed
     assert "unsigned.exe" not in with_rows and "not-a-pe.bin" not in with_rows
     assert {v.rsplit("/", 1)[-1] for v in inspector.verified} == signed
+
+
+# -- a bug while judging one file: reported, and the rows still leave ------------------------------
+
+
+class CrashingQuery:
+    """A query with a bug. The real engine is checked when the pack loads and has no such
+    path to take, so the bug is made by hand: it reads FileName (as a real query would, so
+    the rule set files it under that column), then fails."""
+
+    def matches(self, get) -> bool:
+        get("FileName")
+        raise ZeroDivisionError("a bug in a rule")
+
+
+class RecordingInspector(Inspector):
+    """The real Inspector; verification then records a bug on the inspection, as the
+    inspection layer does with an unexpected exception it caught."""
+
+    def __init__(self):
+        super().__init__([TEST_ROOT], system_roots=False)
+
+    def verify(self, stream, inspection, now=None):
+        verdicts = super().verify(stream, inspection, now)
+        inspection.errors.append("verification: KeyError: 'a bug'")
+        return verdicts
+
+
+class Pack:
+    def __init__(self, rules):
+        self.rules = list(rules)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_pack(None)
+
+
+def with_crashing_rule(bundled) -> Pack:
+    crashing = dataclasses.replace(bundled.rules[0], id="crashing-rule", query=CrashingQuery())
+    return Pack([*bundled.rules, crashing])
+
+
+def judge_one(pipeline, name, inspector=None):
+    path = PE_DIR / name
+    columns = file_columns(FileRef(str(path), "sweep"), DEVICE, path.stat().st_size)
+    facts = FileFacts(columns, Opened().opener(path), inspector or CountingInspector())
+    try:
+        return pipeline.judge(facts), facts
+    finally:
+        facts.close()
+
+
+def test_a_crashing_rule_costs_only_its_own_say(bundled):
+    plain = Pipeline(bundled)
+    crashing = Pipeline(with_crashing_rule(bundled))
+    expected, _ = judge_one(plain, "dwsnet-ou.exe")
+    assert expected.detections and not expected.problems
+    judgement, _ = judge_one(crashing, "dwsnet-ou.exe")
+    # the other rules' detections are all there, and the bug is a failure of this file
+    assert [r["RuleId"] for r in judgement.rows] == [r["RuleId"] for r in expected.rows]
+    assert judgement.detections == expected.detections
+    assert judgement.problems == [
+        ("failed", "internal error in rule crashing-rule: ZeroDivisionError: a bug in a rule")
+    ]
+
+
+def test_a_file_the_rules_could_not_judge_is_emitted_unjudged(bundled):
+    """benign.exe matches no rule; with a rule that could not say, its row leaves anyway
+    (under --emit detections), without a RuleId, marked internal_error."""
+    judgement, _ = judge_one(Pipeline(bundled), "benign.exe")
+    assert judgement.rows == []
+    judgement, _ = judge_one(Pipeline(with_crashing_rule(bundled)), "benign.exe")
+    (row,) = judgement.rows
+    assert row["RuleId"] is None and row["Signer"] is not None
+    assert "internal_error" in json.loads(row["Anomalies"])
+    assert len(row["SHA256"]) == 64  # complete
+    assert judgement.problems and judgement.problems[0][0] == "failed"
+
+
+def sweep_dir(tmp_path, pipeline, inspector, names):
+    """One real sweep (one thread) of a directory of samples, with a real scan cache."""
+    from rmmscan.cache import ScanCache
+    from rmmscan.sources.walk import Tally, WalkOptions
+    from rmmscan.sweep import Sweep
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    for name in names:
+        shutil.copy(PE_DIR / name, root / name)
+    cache = ScanCache(tmp_path / "state")
+    results = []
+    sweep = Sweep(pipeline, inspector, DEVICE, cache, "gen", fingerprint="fp")
+    sweep.run([str(root)], Tally(), WalkOptions(), 1, lambda r: r and results.append(r))
+    cache.close()
+    (result,) = results
+    return root, result
+
+
+def test_a_crashing_rule_in_the_sweep_fails_the_file_keeps_its_rows_and_caches_nothing(
+    tmp_path, bundled
+):
+    root, result = sweep_dir(
+        tmp_path, Pipeline(with_crashing_rule(bundled)), CountingInspector(),
+        ["dwsnet-ou.exe", "benign.exe"],
+    )  # fmt: skip
+    rows = {(r["FileName"], r["RuleId"]) for r in result.rows}
+    assert ("dwsnet-ou.exe", FILESIG_ID) in rows
+    assert ("benign.exe", None) in rows
+    assert {(p, kind) for p, kind, _ in result.problems} == {
+        (str(root / "dwsnet-ou.exe"), "failed"),
+        (str(root / "benign.exe"), "failed"),
+    }
+    assert result.detections > 0
+    assert result.store == []  # judged again by the next sweep
+
+
+def test_errors_inspection_recorded_are_failures_with_the_rows_still_emitted(tmp_path, bundled):
+    root, result = sweep_dir(
+        tmp_path, Pipeline(bundled, None, "all"), RecordingInspector(),
+        ["dwsnet-ou.exe", "not-a-pe.bin"],
+    )  # fmt: skip
+    ou = [r for r in result.rows if r["FileName"] == "dwsnet-ou.exe"]
+    assert FILESIG_ID in {r["RuleId"] for r in ou}
+    assert result.problems == [
+        (str(root / "dwsnet-ou.exe"), "failed",
+         "internal error in inspection: verification: KeyError: 'a bug'"),
+    ]  # fmt: skip
+    assert [s[0] for s in result.store] == ["not-a-pe.bin"]  # the other is not cached
