@@ -1,0 +1,47 @@
+"""Every input in tests/regressions/ (minimized fuzzer findings) is inspected cleanly."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from rmmscan.inspect import Inspector, Status, inspect_stream, version_info
+from rmmscan.rows import signature_rows
+
+from conftest import TEST_ROOT
+
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+INPUTS = sorted(p for p in REGRESSIONS.iterdir() if p.suffix == ".bin")
+INSPECTOR = Inspector([TEST_ROOT])
+
+
+def test_every_input_is_described():
+    notes = (REGRESSIONS / "README.md").read_text("utf-8")
+    assert INPUTS
+    for path in INPUTS:
+        assert f"`{path.name}`" in notes, path.name
+
+
+@pytest.mark.parametrize("path", INPUTS, ids=[p.name for p in INPUTS])
+def test_inspected_without_exception(path):
+    data = path.read_bytes()
+    stream = io.BytesIO(data)
+    inspection = inspect_stream(stream)
+    assert inspection.is_pe, inspection.not_pe_reason
+    assert isinstance(version_info(stream, len(data)), dict)
+    verdicts = INSPECTOR.verify(stream, inspection)
+    rows = signature_rows(inspection)
+    assert inspection.signatures
+    assert len(rows) == len(verdicts) == len(inspection.signatures)
+    assert all(v.status is not Status.NOT_CHECKED for v in verdicts)
+
+
+@pytest.mark.parametrize("path", INPUTS, ids=[p.name for p in INPUTS])
+def test_no_internal_error(path):
+    """A bad input is a verdict, not an unexpected exception caught on the way."""
+    stream = io.BytesIO(path.read_bytes())
+    inspection = inspect_stream(stream)
+    INSPECTOR.verify(stream, inspection)
+    assert not inspection.errors, inspection.errors
