@@ -42,17 +42,20 @@ MAX_SIGNER_INFOS = 16
 MAX_KEPT = 2 * 1024 * 1024  # real signatures are tens of KiB; the largest tables ~1 MiB
 MAX_KEPT_FILE = 8 * 1024 * 1024
 
-SIGNED_DATA = "1.2.840.113549.1.7.2"
-NESTED_SIGNATURE = "1.3.6.1.4.1.311.2.4.1"
-TIMESTAMP_TOKENS = ("1.3.6.1.4.1.311.3.3.1", "1.2.840.113549.1.9.16.2.14")
-COUNTER_SIGNATURE = "1.2.840.113549.1.9.6"
-SIGNING_TIME = "1.2.840.113549.1.9.5"
+SIGNED_DATA = ber.oid_contents("1.2.840.113549.1.7.2")
+NESTED_SIGNATURE = ber.oid_contents("1.3.6.1.4.1.311.2.4.1")
+TIMESTAMP_TOKENS = (
+    ber.oid_contents("1.3.6.1.4.1.311.3.3.1"), ber.oid_contents("1.2.840.113549.1.9.16.2.14")
+)
+COUNTER_SIGNATURE = ber.oid_contents("1.2.840.113549.1.9.6")
+SIGNING_TIME = ber.oid_contents("1.2.840.113549.1.9.5")
 _KEEP = (*TIMESTAMP_TOKENS, COUNTER_SIGNATURE)  # attributes verification needs
 # Bad content raises these from asn1crypto and from the reads below; anything else is a bug.
 _ERRORS = (
     ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError
 )  # fmt: skip
-_DIGESTS = algos.DigestAlgorithmId._map  # dotted OID -> name, as asn1crypto names them
+# OID contents -> name, as asn1crypto names digest algorithms
+_DIGESTS = {ber.oid_contents(k): v for k, v in algos.DigestAlgorithmId._map.items()}
 
 
 def signed_data(sig: SignatureInfo) -> cms.SignedData | None:
@@ -125,7 +128,7 @@ class _Reader:
         if (
             len(outer) < 2
             or outer[0].tag != ber.OID
-            or ber.oid_text(ber.contents(data, outer[0])) != SIGNED_DATA
+            or not _is_oid(ber.contents(data, outer[0]), SIGNED_DATA)
             or outer[1].tag != ber.CTX0
         ):
             return self._unreadable(entry, info, "PKCS#7 does not parse: not a SignedData")
@@ -225,7 +228,7 @@ class _Reader:
             if len(parts) < 2 or parts[0].tag != ber.OID:
                 info.problems.append("an unsigned attribute does not parse")
                 continue
-            kind = ber.oid_text(ber.contents(data, parts[0]))
+            kind = ber.contents(data, parts[0])
             size = attribute.after - attribute.start
             if kind not in _KEEP and size > MAX_KEPT // 4:
                 left_out.append(attribute.start)
@@ -243,7 +246,8 @@ class _Reader:
                     info.countersignature_time = _pkcs9_time(data, parts[1])
                     info.countersignature_kind = "pkcs9"
             except _ERRORS as exc:
-                info.problems.append(f"unsigned attribute {kind} does not parse: {exc}")
+                name = ber.oid_text(kind)
+                info.problems.append(f"unsigned attribute {name} does not parse: {exc}")
         return nested
 
     def _keep(
@@ -269,6 +273,11 @@ class _Reader:
             return
         self.kept += len(der)
         info.der = der
+
+
+def _is_oid(raw: bytes, known: bytes) -> bool:
+    """The OID, encoded minimally or not (an encoding Windows reads all the same)."""
+    return raw == known or ber.oid_text(raw) == ber.oid_text(known)
 
 
 def _sizes(data, top: ber.Element, starts: frozenset[int]) -> int:
@@ -297,8 +306,8 @@ def _digest_name(data, algorithm: ber.Element) -> str:
     parts, _ = ber.children(data, algorithm, 2) if algorithm.constructed else ([], False)
     if not parts or parts[0].tag != ber.OID:
         return ""
-    dotted = ber.oid_text(ber.contents(data, parts[0]))
-    return _DIGESTS.get(dotted, dotted)
+    raw = ber.contents(data, parts[0])
+    return _DIGESTS.get(raw) or ber.oid_text(raw)
 
 
 def _find_signer(data, sid: ber.Element, certs: tuple[CertInfo, ...]) -> CertInfo | None:
@@ -309,10 +318,17 @@ def _find_signer(data, sid: ber.Element, certs: tuple[CertInfo, ...]) -> CertInf
     parts, _ = ber.children(data, sid, 2)
     if len(parts) != 2 or parts[1].tag != ber.INTEGER:
         return None
-    issuer = ber.canonical(data, parts[0])
     serial = int.from_bytes(ber.contents(data, parts[1])[:64], "big", signed=True)
-    for cert in certs:
-        if cert.serial_int == serial and cert.issuer_key == issuer:
+    candidates = [c for c in certs if c.serial_int == serial]
+    if not candidates:
+        return None
+    issuer = ber.whole(data, parts[0])  # as stored: DER, nearly always
+    for cert in candidates:
+        if cert.issuer_key == issuer:
+            return cert
+    issuer = ber.canonical(data, parts[0])
+    for cert in candidates:
+        if cert.issuer_key == issuer:
             return cert
     return None
 
@@ -326,19 +342,12 @@ def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | No
     return None
 
 
-def _nth(data, parent: ber.Element | None, index: int) -> ber.Element | None:
-    if parent is None or not parent.constructed:
-        return None
-    kids, _ = ber.children(data, parent, index + 1)
-    return kids[index] if len(kids) > index else None
-
-
 def _rfc3161_time(data, values: ber.Element) -> dt.datetime:
     """genTime of the first timestamp token: ContentInfo, [0], SignedData, encapContentInfo
     (its 3rd field), [0], OCTET STRING, TSTInfo, genTime (its 5th field)."""
-    el = _nth(data, values, 0)
+    el = ber.nth(data, values, 0)
     for index in (1, 0, 2, 1, 0):
-        el = _nth(data, el, index)
+        el = ber.nth(data, el, index)
     if el is None:
         raise ValueError("timestamp token does not parse")
     if el.tag == ber.OCTETS:
@@ -348,7 +357,7 @@ def _rfc3161_time(data, values: ber.Element) -> dt.datetime:
         tst_data = b"".join(ber.contents(data, s) for s in segments)
     else:
         raise ValueError("timestamp token holds no TSTInfo")
-    gen_time = _nth(tst_data, ber.element(tst_data, 0, len(tst_data)), 4)
+    gen_time = ber.nth(tst_data, ber.element(tst_data, 0, len(tst_data)), 4)
     if gen_time is None or gen_time.tag != 0x18:
         raise ValueError("TSTInfo holds no genTime")
     contents = ber.contents(tst_data, gen_time)
@@ -382,17 +391,17 @@ def generalized_utc(contents: bytes) -> dt.datetime | None:
 
 def _pkcs9_time(data, values: ber.Element) -> dt.datetime:
     """signingTime of a PKCS#9 counter-signature: a SignerInfo's [0] signed attributes."""
-    signer = _nth(data, values, 0)
+    signer = ber.nth(data, values, 0)
     parts, _ = ber.children(data, signer, 8) if signer and signer.constructed else ([], False)
     for part in parts:
         if part.tag != ber.CTX0:
             continue
         attributes, _ = ber.children(data, part, MAX_ATTRIBUTES)
         for attribute in attributes:
-            kind = _nth(data, attribute, 0)
-            if kind is None or ber.oid_text(ber.contents(data, kind)) != SIGNING_TIME:
+            kind = ber.nth(data, attribute, 0)
+            if kind is None or ber.contents(data, kind) != SIGNING_TIME:
                 continue
-            value = _nth(data, _nth(data, attribute, 1), 0)
+            value = ber.nth(data, ber.nth(data, attribute, 1), 0)
             if value is None or value.tag not in (0x17, 0x18) or value.end - value.body > 32:
                 raise ValueError("signingTime is not a time")
             kind_class = core.UTCTime if value.tag == 0x17 else core.GeneralizedTime

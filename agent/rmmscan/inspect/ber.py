@@ -106,6 +106,19 @@ def children(data, parent: Element, limit: int) -> tuple[list[Element], bool]:
     return out, False
 
 
+def nth(data, parent: Element | None, index: int) -> Element | None:
+    """The child at `index` of `parent` (None when there is none), without listing the rest."""
+    if parent is None or not parent.tag & 0x20:
+        return None
+    pos, end = parent.body, parent.end
+    for _ in range(index):
+        child = element(data, pos, end)
+        if child is None:
+            return None
+        pos = child.after
+    return element(data, pos, end) if pos < end else None
+
+
 def whole(data, el: Element) -> bytes:
     """The element's bytes as stored (identifier to end-of-contents)."""
     return bytes(data[el.start : el.after])
@@ -185,6 +198,20 @@ def oid_text(raw: bytes) -> str:
         return ""
     first = min(arcs[0] // 40, 2)
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
+
+
+def oid_contents(dotted: str) -> bytes:
+    """The contents octets of an OBJECT IDENTIFIER: known OIDs compare as bytes, not text."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out.extend(reversed(chunk))
+    return bytes(out)
 
 
 class StreamView:
