@@ -501,12 +501,15 @@ def test_a_file_that_grows_while_it_is_read_is_still_reported(tmp_path, jobs):
         run.kill()
     assert done.returncode == 1, done
     grown = Path(os.fsdecode(victim)).read_bytes()
+    listed = (PE_DIR / "dwsnet-ou.exe").stat().st_size
     rows = [r for r in done.rows if r["FolderPath"] == os.fsdecode(victim)]
     assert FILESIG[0] in {r["RuleId"] for r in rows}, done
     for r in rows:
         assert "changed_during_read" in json.loads(r["Anomalies"]), r
         assert r["Signer"] == "DWSNET OÜ"
-        assert r["SHA256"] == hashlib.sha256(grown).hexdigest()  # what was read
+        # what was read: the size listed, not the bytes the writer added after it
+        assert r["SHA256"] == hashlib.sha256(grown[:listed]).hexdigest()
+        assert r["FileSize"] == listed
     others = [r for r in done.rows if r not in rows]
     assert others and all("changed_during_read" not in r["Anomalies"] for r in others)
     assert done.summary["changed"] == 1, done.stderr
@@ -517,3 +520,41 @@ def test_a_file_that_grows_while_it_is_read_is_still_reported(tmp_path, jobs):
     again_rows = [r for r in again.rows if r["FolderPath"] == os.fsdecode(victim)]
     assert FILESIG[0] in {r["RuleId"] for r in again_rows}
     assert all("changed_during_read" not in r["Anomalies"] for r in again_rows)
+
+
+def test_a_file_a_writer_keeps_growing_is_read_to_its_listed_size(tmp_path):
+    """A writer appends to a 48 MiB DWSNET-signed file from before the sweep until after it:
+    the sweep still ends, hashes the size it listed (not a moving end), reports the file with
+    its detection, marked changed_during_read, and exits 1."""
+    tree = Tree(tmp_path / "tree")
+    victim = Path(os.fsdecode(tree.put("a/victim.exe", "dwsnet-ou.exe")))
+    with open(victim, "ab") as f:
+        f.write(b"\0" * (48 << 20))  # past PARALLEL_MIN: hashed in a thread while verified
+    tree.put("b/other.exe", "dwsnet-srl.exe")
+    done_event = threading.Event()
+    written = [0]
+
+    def writer():
+        with open(victim, "ab") as f:
+            while not done_event.is_set() and written[0] < (512 << 20):
+                f.write(b"\1" * (1 << 20))
+                f.flush()
+                written[0] += 1 << 20
+                done_event.wait(0.005)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        done = scan("-j", "1", "--format", "jsonl", tree.root, state_dir=tmp_path / "s")
+    finally:
+        done_event.set()
+        thread.join()
+    assert done.returncode == 1, done
+    rows = [r for r in done.rows if r["FolderPath"] == str(victim)]
+    assert FILESIG[0] in {r["RuleId"] for r in rows}, done
+    assert all("changed_during_read" in json.loads(r["Anomalies"]) for r in rows)
+    (size,) = {r["FileSize"] for r in rows}
+    with open(victim, "rb") as f:
+        listed = f.read(size)
+    assert {r["SHA256"] for r in rows} == {hashlib.sha256(listed).hexdigest()}
+    assert done.summary["changed"] == 1, done.stderr
