@@ -24,6 +24,11 @@ crls.pem -TSA-CRLfile crls.pem` (samples/pki), and OpenSSL 3.0 `pkcs7 -inform DE
     signer_bad_extension  osslsigncode: Failed (invalid certificate: its extensions); it and
                           openssl read the signer DWSNET OÜ
 
+    nested_many           osslsigncode: Succeeded, 201 signatures verified (200 nested
+                          copies of the Contoso signature in one attribute)
+    nested_deep           osslsigncode: Succeeded for depth 5 in DER, BER indefinite and
+                          long form; it verifies the primary and one nested level only
+
 OpenSSL decodes a SignedData all or nothing, so one bad certificate in the bag hides the
 signer from it; a tolerant reader takes the bag certificate by certificate and keeps the
 signer.
@@ -369,3 +374,33 @@ def fuzz_seeds() -> list[tuple[str, bytes]]:
         seeds.append((name, ber_indefinite(sample(name))))
         seeds.append((name, ber_long_form(sample(name))))
     return seeds
+
+
+# --------------------------------------------------------------------------------------------
+# Caps
+
+
+def _with_nested(tree: Node, *inner: Node) -> Node:
+    """The tree with one nested-signature attribute holding ``inner`` appended."""
+    attrs = unsigned_attrs(mutate.signer_info(tree))
+    attrs.children.append(Node(tag=b"\x30", children=[
+        node_of(mutate.OID_NESTED), Node(tag=b"\x31", children=list(inner))
+    ]))  # fmt: skip
+    return tree
+
+
+def nested_many(count: int = 200) -> bytes:
+    """The primary with ``count`` nested copies of the Contoso signature, in one attribute."""
+    data = sample(BASE)
+    inner = mutate.nested_values(primary(sample(NESTED_DONOR)))[0]
+    return rebuild(data, _with_nested(primary(data), *([inner] * count)))
+
+
+def nested_deep(depth: int = 40) -> bytes:
+    """A chain of ``depth`` signatures, each nested in the one before (DWSNET OÜ's copies
+    around the Contoso signature at the bottom); every one of them is valid."""
+    data = sample(BASE)
+    inner = mutate.nested_values(primary(sample(NESTED_DONOR)))[0]
+    for _ in range(depth - 1):
+        inner = _with_nested(primary(data), inner)
+    return rebuild(data, inner)

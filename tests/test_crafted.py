@@ -224,3 +224,46 @@ def test_rebuild_is_the_identity_on_plain_samples():
         data = (PE_DIR / name).read_bytes()
         assert crafted.rebuild(data, crafted.primary(data)) == data, name
 
+
+
+# --------------------------------------------------------------------------------------------
+# Caps: many and deeply nested signatures
+
+
+def test_many_nested_signatures_are_capped():
+    """200 nested copies: capped, said so, and the primary still first and valid."""
+    inspection, verdicts = inspect(crafted.nested_many(200))
+    rows = signature_rows(inspection)
+    assert not inspection.errors, inspection.errors
+    assert 2 <= len(inspection.signatures) <= 64
+    assert len(rows) == len(verdicts) == len(inspection.signatures)
+    assert Anomaly.LIMIT_REACHED in inspection.anomalies
+    assert (rows[0]["Signer"], rows[0]["SignerHash"]) == (crafted.SIGNER_CN, DWSNET_THUMBPRINT)
+    assert verdicts[0].status is Status.OK
+    assert {row["Signer"] for row in rows[1:]} == {"Contoso Tools Ltd"}
+
+
+@pytest.mark.parametrize("encoding", ["der", "ber-indefinite", "ber-long-form"])
+@pytest.mark.parametrize("depth", [5, 8])
+def test_a_chain_of_nested_signatures_reads_once_each(depth, encoding):
+    """Signatures nested in one another, ``depth`` in all, each valid: one row each (up to
+    the depth cap), no row twice, every verdict Ok. osslsigncode verifies the primary and
+    its first nested signature of each encoding (it reads one level deep).
+    """
+    data = crafted.ENCODINGS[encoding](crafted.nested_deep(depth))
+    inspection, verdicts = inspect(data)
+    rows = signature_rows(inspection)
+    assert not inspection.errors, inspection.errors
+    assert Anomaly.PKCS7_TRUNCATED not in inspection.anomalies
+    assert 5 <= len(inspection.signatures) <= depth
+    assert len(rows) == len(verdicts) == len(inspection.signatures)
+    signers = [row["Signer"] for row in rows]
+    assert signers == [crafted.SIGNER_CN] * (len(rows) - 1) + [signers[-1]]
+    assert [v.status for v in verdicts] == [Status.OK] * len(verdicts)
+
+
+def test_a_deep_chain_is_capped():
+    inspection, verdicts = inspect(crafted.nested_deep(12))
+    assert Anomaly.LIMIT_REACHED in inspection.anomalies
+    assert len(inspection.signatures) < 12
+    assert verdicts[0].status is Status.OK

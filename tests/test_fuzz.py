@@ -169,7 +169,7 @@ KINDS = sorted(mutate.MUTATORS)
 
 
 @settings(
-    max_examples=600,
+    max_examples=900,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     verbosity=Verbosity.quiet,
@@ -185,7 +185,7 @@ def test_structured_mutations(index, kind, rng):
 
 
 @settings(
-    max_examples=200,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     verbosity=Verbosity.quiet,
