@@ -13,6 +13,8 @@ crls.pem -TSA-CRLfile crls.pem` (samples/pki), and OpenSSL 3.0 `pkcs7 -inform DE
 
     ber_outer             osslsigncode: Succeeded    openssl: both certificates
     nested_len_80         osslsigncode: Succeeded, 2 signatures verified
+    content_info_len_80   osslsigncode: Succeeded (ContentInfo length 0x82 0x17 0x80)
+    signed_data_len_80    osslsigncode: Succeeded (SignedData length 0x82 0x17 0x80)
     big_unsigned_attr     osslsigncode: Succeeded    openssl: both certificates
     big_crl_bag           osslsigncode: Succeeded (the CRL is real, signed by the CA; with
                           a CRL in the bag it checks CRLs, hence -CRLfile for the root's)
@@ -203,6 +205,22 @@ def nested_len_80() -> bytes:
     return rebuild(data, tree)
 
 
+def content_info_len_80() -> bytes:
+    """The primary's ContentInfo length ends in 0x80 (a private unsigned attribute pads it)."""
+    data = sample(BASE)
+    tree = primary(data)
+    pad_to_80(unsigned_attrs(mutate.signer_info(tree)), tree)
+    return rebuild(data, tree)
+
+
+def signed_data_len_80() -> bytes:
+    """The primary's SignedData length ends in 0x80 (a private unsigned attribute pads it)."""
+    data = sample(BASE)
+    tree = primary(data)
+    pad_to_80(unsigned_attrs(mutate.signer_info(tree)), mutate.signed_data(tree))
+    return rebuild(data, tree)
+
+
 def big_unsigned_attr(size: int = 17 * MIB) -> bytes:
     """One private unsigned attribute of ``size`` bytes on the primary (after the timestamp)."""
     data = sample(BASE)
@@ -348,6 +366,8 @@ def signer_der(data: bytes) -> bytes:
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "ber_outer": lambda: ber_indefinite(sample(BASE)),
     "nested_len_80": nested_len_80,
+    "content_info_len_80": content_info_len_80,
+    "signed_data_len_80": signed_data_len_80,
     "big_unsigned_attr": big_unsigned_attr,
     "big_crl_bag": big_crl_bag,
     "ca_tbs_set": ca_tbs_set,
@@ -357,7 +377,10 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "signer_bad_extension": signer_bad_extension,
 }
 # The builders osslsigncode verifies (signer and chain), with the CA file given.
-OSSLSIGNCODE_ACCEPTS = {"ber_outer", "nested_len_80", "big_unsigned_attr", "big_crl_bag"}
+OSSLSIGNCODE_ACCEPTS = {
+    "ber_outer", "nested_len_80", "content_info_len_80", "signed_data_len_80",
+    "big_unsigned_attr", "big_crl_bag",
+}  # fmt: skip
 
 
 def fuzz_seeds() -> list[tuple[str, bytes]]:

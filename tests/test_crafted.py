@@ -85,7 +85,9 @@ def test_primary_signer_is_reported(name):
         assert verdict.status is not Status.NOT_CHECKED
 
 
-@pytest.mark.parametrize("name", ["ber_outer", "nested_len_80"])
+@pytest.mark.parametrize(
+    "name", ["ber_outer", "nested_len_80", "content_info_len_80", "signed_data_len_80"]
+)
 def test_intact_signatures_keep_their_verdict(name):
     """What osslsigncode verifies here, rmmscan verifies too."""
     _, verdicts = inspect(built(name))
