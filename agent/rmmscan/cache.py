@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .columns import HASH, NAMES, SIGNATURE, SOURCE, TYPES, VERDICT, VERSION
-from .state import ADVICE_ACCESS, Damaged, describe, error_code, is_damage
+from .state import ADVICE_ACCESS, Damaged, describe, error_code, is_damage, shown
 
 SCHEMA = """
 PRAGMA journal_mode = WAL;
@@ -217,9 +217,9 @@ class ScanCache:
         if damaged:
             then = f"it is set aside as {self.path.name}.broken, and the next sweep rebuilds it"
         else:
-            then = ADVICE_ACCESS.format(dir=self.path.parent)
+            then = ADVICE_ACCESS.format(dir=shown(self.path.parent))
         self.warn(
-            f"{self.path}: scan cache unusable ({failure}): this sweep goes on without it "
+            f"{shown(self.path)}: scan cache unusable ({failure}): this sweep goes on without it "
             f"(every file is read); {then}"
         )
 
@@ -367,7 +367,9 @@ class ScanCache:
             try:
                 set_aside(self.path)
             except OSError as exc:
-                self.warn(f"{self.path}: cannot be set aside ({describe(exc)}); move it by hand")
+                self.warn(
+                    f"{shown(self.path)}: cannot be set aside ({describe(exc)}); move it by hand"
+                )
 
     def _close_all(self) -> None:
         with self._lock:
@@ -397,7 +399,8 @@ def open_cache(directory: Path, warn: Callable[[str], None]) -> ScanCache | None
     """The cache, or None: never fatal. A file that is not a database, is damaged or is of an
     unknown shape is set aside and a new one made; one this user cannot open or write is left
     alone (the sweep reads every file). Either way, one warning."""
-    path = directory / "cache.sqlite"
+    path = shown(directory / "cache.sqlite")
+    advice = ADVICE_ACCESS.format(dir=shown(directory))
     try:
         return ScanCache(directory, warn)
     except (OSError, sqlite3.Error) as exc:
@@ -405,19 +408,19 @@ def open_cache(directory: Path, warn: Callable[[str], None]) -> ScanCache | None
     if not (isinstance(first, Damaged) or error_code(first) in _SET_ASIDE):
         warn(
             f"{path}: scan cache unusable ({describe(first)}): this sweep goes on without it "
-            f"(every file is read); {ADVICE_ACCESS.format(dir=directory)}"
+            f"(every file is read); {advice}"
         )
         return None
-    aside = path.with_suffix(".sqlite.broken")
+    aside = "cache.sqlite.broken"
     try:
-        set_aside(path)
+        set_aside(directory / "cache.sqlite")
         cache = ScanCache(directory, warn)
     except (OSError, sqlite3.Error) as exc:
         warn(
             f"{path}: unusable scan cache ({describe(first)}), and it cannot be replaced "
             f"({describe(exc)}): this sweep goes on without it (every file is read); "
-            f"{ADVICE_ACCESS.format(dir=directory)}"
+            f"{advice}"
         )
         return None
-    warn(f"{path}: unusable scan cache ({describe(first)}); moved to {aside.name}, starting afresh")
+    warn(f"{path}: unusable scan cache ({describe(first)}); moved to {aside}, starting afresh")
     return cache

@@ -268,7 +268,7 @@ def _inspect(args) -> int:
                 )
             # Bugs inspection caught: said, and the rows of what was read still printed.
             for error in getattr(inspection, "errors", None) or []:
-                _error(name, f"internal error: {error}")
+                _error(name, f"internal error: {printable(str(error))}")
                 status = EXIT_ERROR
             if not inspection.is_pe:
                 _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
@@ -282,7 +282,9 @@ def _inspect(args) -> int:
             _error(name, f"read failed: {exc.strerror or exc}")
             status = EXIT_ERROR
         except Exception as exc:  # a bug on one file: said, and the next file is inspected
-            _error(name, f"internal error: {type(exc).__name__}: {exc}; please report it")
+            _error(
+                name, printable(f"internal error: {type(exc).__name__}: {exc}; please report it")
+            )
             status = EXIT_ERROR
     rows.close()
     return status
@@ -307,8 +309,7 @@ class _RowWriter:
             from .state import State
 
             # Never fatal: a state that cannot be used is kept in memory, with one warning.
-            self.state = State(self.state_dir, lambda m: print(f"rmmscan: {printable(m)}",
-                                                               file=sys.stderr))  # fmt: skip
+            self.state = State(self.state_dir, lambda m: print(f"rmmscan: {m}", file=sys.stderr))
             self.device = local_device(self.state)
         n = max(1, len(inspection.signatures))
         first = self.state.allocate("report_id", n)

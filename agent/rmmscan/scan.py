@@ -112,8 +112,8 @@ def _sink(fmt: str, out):
 
 
 def warn(message: str) -> None:
-    """A warning on stderr: the scan goes on."""
-    print(f"rmmscan: {printable(message)}", file=sys.stderr, flush=True)
+    """A warning on stderr (its paths already made printable): the scan goes on."""
+    print(f"rmmscan: {message}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:

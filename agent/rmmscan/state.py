@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .text import printable
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -57,9 +59,14 @@ def is_damage(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
+    """An exception's words, safe to show (SQLite quotes the text it could not decode)."""
     if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return str(exc)
+        return printable(exc.strerror or str(exc))
+    return printable(str(exc))
+
+
+def shown(path: Path) -> str:
+    return printable(str(path))
 
 
 def _read_only(path: Path) -> sqlite3.Connection | None:
@@ -133,11 +140,11 @@ class State:
         if is_damage(exc):
             advice = "move it aside to start a new one (ReportIds then start again at 1)"
         else:
-            advice = ADVICE_ACCESS.format(dir=self.directory)
+            advice = ADVICE_ACCESS.format(dir=shown(self.directory))
         lost = "ReportIds are counted in memory for this run"
         if self.directory_unusable:
             lost += ", and no scan cache is kept"
-        self._warn(f"{where}: unusable state ({describe(exc)}): {lost}; {advice}")
+        self._warn(f"{shown(where)}: unusable state ({describe(exc)}): {lost}; {advice}")
 
     def get(self, key: str) -> str | None:
         if key in self._meta:

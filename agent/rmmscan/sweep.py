@@ -35,6 +35,7 @@ from .inspect.model import Anomaly
 from .pipeline import Pipeline
 from .sources.dirs import NotRegular, open_regular
 from .sources.walk import Tally, Walk, WalkOptions, join
+from .text import printable
 
 CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
 
@@ -131,7 +132,7 @@ class Sweep:
                 kind = "changed" if exc.errno == errno.ELOOP else "unreadable"
                 result.problems.append((join(path, name), kind, message))
             except Exception as exc:  # a bug on one file must not end a machine's sweep
-                message = f"internal error: {type(exc).__name__}: {exc}"
+                message = printable(f"internal error: {type(exc).__name__}: {exc}")
                 result.problems.append((join(path, name), "failed", message))
         if cached:
             listed_names = set(files)
@@ -191,8 +192,11 @@ class Sweep:
             errors = facts.errors
         finally:
             facts.close()
-        problems = [(full, kind, message) for kind, message in judgement.problems]
-        problems += [(full, "failed", f"internal error in inspection: {e}") for e in errors]
+        # Exception texts can quote what the file holds: made printable like any name.
+        problems = [(full, kind, printable(message)) for kind, message in judgement.problems]
+        problems += [
+            (full, "failed", f"internal error in inspection: {printable(e)}") for e in errors
+        ]
         if changed:
             problems.append((full, "changed", changed))
             mark = str(Anomaly.CHANGED_DURING_READ)
