@@ -306,9 +306,16 @@ def test_table_shows_every_detection(tree, runs):
     blocks = [b for b in text.split("\n\n") if b.strip()]
     assert len(blocks) == len(rows)
     shown = sorted((b.splitlines()[0], re.search(r"\n  Rule: +(.*)", b).group(1)) for b in blocks)
-    # printable() escapes the bidi override, the one character of these names it must escape
+    # printable() quotes the names with a bidi override, the one character of these names it
+    # must escape, as $'…' with \u202e; the others are shown as they are
     assert shown == sorted(
-        (r["FolderPath"].replace("\u202e", "\\u202e"), r["RuleName"]) for r in rows
+        (
+            "$'" + r["FolderPath"].replace("\u202e", "\\u202e") + "'"
+            if "\u202e" in r["FolderPath"]
+            else r["FolderPath"],
+            r["RuleName"],
+        )
+        for r in rows
     )
     assert "\u202e" not in text and "\u202e" not in done.stderr  # bidi override escaped
 
@@ -505,7 +512,7 @@ def test_allowlist_suppresses_and_the_summary_says_so(tree, runs):
     line = [x for x in done.stderr.splitlines() if x.startswith("suppressed by the allowlist")]
     assert line == [
         f"suppressed by the allowlist: {len(suppressed)} "
-        f"(sanctioned \\x1b[31mDWService: {len(suppressed)})"
+        f"($'sanctioned \\x1b[31mDWService': {len(suppressed)})"
     ]
     assert "\x1b" not in done.stderr
 

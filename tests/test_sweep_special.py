@@ -53,6 +53,13 @@ OSC = "\x1b]0;pwned\x07title.exe"  # sets a terminal's title
 OSC_SHOWN = "\\x1b]0;pwned\\x07title.exe"
 RED_DIR = "\x1b[31mred-dir\n"
 RED_DIR_SHOWN = "\\x1b[31mred-dir\\n"
+
+
+def quoted(shown: str) -> str:
+    """A name that needs escaping is shown whole in bash's $'…' quotes (text.printable)."""
+    return f"$'{shown}'"
+
+
 DEEP = [f"{i:02d}" + "x" * 198 for i in range(22)]  # 22 x 201 bytes: past PATH_MAX (4096)
 
 
@@ -228,13 +235,14 @@ def test_table_and_problem_lines_escape_hostile_names(special, runs):
     text = done.text
     for out in (text, done.stderr):
         assert "\x1b" not in out and "\x07" not in out
-    assert f"rmmscan: {tree.root}/\\x1b[31mgone\\n: No such file or directory\n" in done.stderr
+    assert f"rmmscan: $'{tree.root}/\\x1b[31mgone\\n': No such file or directory\n" in done.stderr
     firsts = sorted(block.split("\n", 1)[0] for block in text.split("\n\n") if block.strip())
     weird = f"{tree.root}/weird"
     assert firsts == sorted(
-        [f"{weird}/{EVIL_SHOWN}"] * 2  # two rules: the DWSNET signer, and untrusted
-        + [f"{weird}/{OSC_SHOWN}", f"{weird}/bad\ufffd\ufffd.exe", f"{weird}/caf\ufffd/x.exe"]
-        + [f"{weird}/{RED_DIR_SHOWN}/inner.exe"] * 3  # + the lookalike rule
+        [quoted(f"{weird}/{EVIL_SHOWN}")] * 2  # two rules: the DWSNET signer, and untrusted
+        + [quoted(f"{weird}/{OSC_SHOWN}")]
+        + [f"{weird}/bad\ufffd\ufffd.exe", f"{weird}/caf\ufffd/x.exe"]
+        + [quoted(f"{weird}/{RED_DIR_SHOWN}/inner.exe")] * 3  # + the lookalike rule
     )
     assert done.summary["unreadable roots"] == 1
 
@@ -288,7 +296,7 @@ def test_progress_line_on_a_terminal_escapes_the_root(special, tmp_path, columns
     assert "\r\x1b[K" in seen, "a progress line was drawn (and erased)"
     lines = re.findall(r"\r\x1b\[K(\d+ files [^\r]*)", seen)
     # (a line drawn before the walk reached the root may name no root yet)
-    assert any(x.endswith(f" - {tree.root}/weird/{RED_DIR_SHOWN}") for x in lines), lines
+    assert any(x.endswith(quoted(f"{tree.root}/weird/{RED_DIR_SHOWN}")) for x in lines), lines
     assert "\x1b[31m" not in seen and "red-dir\n" not in seen.replace("\r\n", "\n")
 
 
@@ -310,8 +318,8 @@ def test_unreadable_folders_and_files_are_listed_and_counted(special, runs):
         [
             f"rmmscan: {r}/locked-dir: Permission denied",
             f"rmmscan: {r}/open-dir/locked.exe: Permission denied",
-            f"rmmscan: {r}/open-dir/locked-{EVIL_SHOWN}: Permission denied",
-            f"rmmscan: {r}/open-dir/locked\\xff.exe: Permission denied",
+            "rmmscan: " + quoted(f"{r}/open-dir/locked-{EVIL_SHOWN}") + ": Permission denied",
+            "rmmscan: " + quoted(f"{r}/open-dir/locked\\xff.exe") + ": Permission denied",
         ]
     )
     assert "\x1b" not in done.stderr
