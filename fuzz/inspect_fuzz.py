@@ -103,6 +103,25 @@ def test_one_input(data: bytes) -> None:
     for error in inspection.errors if inspection is not None else ():
         # "verification of signature 11: KeyError: ..." and "... 0: ..." are one finding.
         save("internal", re.sub(r"\d+", "N", error)[:200], data, error)
+    promise = _expected.pop(hashlib.sha1(data).digest(), None)
+    if promise is not None:
+        expected, kind, touched, parent = promise
+        got = primary_signer(inspection)
+        if got != expected:
+            save(
+                "lost-signer",
+                f"{kind}: {expected[0]!r} -> {got and got[0]!r}",
+                data,
+                f"the mutation ({kind}, touched {touched}) spared the primary signature of "
+                f"{parent}, whose signer {expected} became {got}\n",
+            )
+
+
+def primary_signer(inspection) -> tuple[str, str] | None:
+    if inspection is None or not inspection.signatures:
+        return None
+    signer = inspection.signatures[0].signer
+    return (signer.cn, signer.sha1) if signer is not None else None
 
 
 def seeds() -> list[bytes]:
@@ -118,6 +137,8 @@ def seeds() -> list[bytes]:
 
 
 _seed_cache: dict[bytes, mutate.Seed] = {}
+# A mutant's SHA-1 -> (the signer it must report, the mutation, what it touched, its parent).
+_expected: dict[bytes, tuple] = {}
 _donor_trees: list = []
 _donor_blobs: list = []
 
@@ -144,10 +165,23 @@ def custom_mutator(data: bytes, max_size: int, rng_seed: int) -> bytes:
     if seed.layout is None:
         return atheris.Mutate(data, max_size)
     try:
-        out = mutate.mutate(rng, seed, _donor_trees, _donor_blobs).data
+        mutant = mutate.mutate(rng, seed, _donor_trees, _donor_blobs)
     except Exception:  # a mutator bug must not stop the campaign
         return atheris.Mutate(data, max_size)
-    return out[:max_size]
+    out = mutant.data[:max_size]
+    if mutant.primary_intact and len(out) == len(mutant.data):
+        # The mutation spared the primary signature: the mutant must report the signer the
+        # parent reports (test_one_input checks it when libFuzzer runs the mutant).
+        try:
+            expected = primary_signer(inspect_stream(io.BytesIO(data)))
+        except Exception:
+            expected = None
+        if expected is not None:
+            if len(_expected) > 4096:
+                _expected.clear()
+            parent = hashlib.sha1(data).hexdigest()
+            _expected[hashlib.sha1(out).digest()] = (expected, mutant.kind, mutant.touched, parent)
+    return out
 
 
 def main() -> None:
