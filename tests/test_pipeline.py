@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import shutil
 import textwrap
 
@@ -247,3 +248,37 @@ def test_errors_inspection_recorded_are_failures_with_the_rows_still_emitted(tmp
          "internal error in inspection: verification: KeyError: 'a bug'"),
     ]  # fmt: skip
     assert [s[0] for s in result.store] == ["not-a-pe.bin"]  # the other is not cached
+
+
+def test_rmmscan_inspect_reports_bugs_per_file_and_goes_on(tmp_path, monkeypatch, capsys):
+    """`rmmscan inspect A B C`: a bug inspection recorded on A is said (exit 2) with A's rows
+    printed; an exception escaping on B is said, and C is still inspected. The bugs are made
+    by hand: the fuzzer's findings that once raised are fixed as they are found."""
+    from rmmscan import cli
+
+    buggy, crashing, fine = (tmp_path / n for n in ("buggy.exe", "crashing.exe", "fine.exe"))
+    shutil.copy(PE_DIR / "dwsnet-ou.exe", buggy)
+    shutil.copy(PE_DIR / "dwsnet-srl.exe", crashing)
+    shutil.copy(PE_DIR / "benign.exe", fine)
+    verify = Inspector.verify
+
+    def bugged(self, stream, inspection, now=None):
+        name = os.readlink(f"/proc/self/fd/{stream.fileno()}")  # the cli opens descriptors
+        if name.endswith("crashing.exe"):
+            raise ZeroDivisionError("a bug escaping inspection")
+        verdicts = verify(self, stream, inspection, now)
+        if name.endswith("buggy.exe"):
+            inspection.errors.append("verification: KeyError: 'a bug'")
+        return verdicts
+
+    monkeypatch.setattr(Inspector, "verify", bugged)
+    status = cli.main(["inspect", "--format", "jsonl", "--trusted-roots", str(TEST_ROOT),
+                       "--no-system-roots", "--state-dir", str(tmp_path / "s"),
+                       str(buggy), str(crashing), str(fine)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == 2
+    names = [json.loads(line)["FileName"] for line in out.splitlines()]
+    assert names == ["buggy.exe", "fine.exe"]
+    assert f"rmmscan: {buggy}: internal error: verification: KeyError: 'a bug'" in err
+    assert f"rmmscan: {crashing}: internal error: ZeroDivisionError: a bug escaping" in err
+    assert "Traceback" not in err
