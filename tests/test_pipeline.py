@@ -282,3 +282,26 @@ def test_rmmscan_inspect_reports_bugs_per_file_and_goes_on(tmp_path, monkeypatch
     assert f"rmmscan: {buggy}: internal error: verification: KeyError: 'a bug'" in err
     assert f"rmmscan: {crashing}: internal error: ZeroDivisionError: a bug escaping" in err
     assert "Traceback" not in err
+
+
+class RaisingInspector(Inspector):
+    """The real Inspector, but verification has a bug that escapes it."""
+
+    def __init__(self):
+        super().__init__([TEST_ROOT], system_roots=False)
+
+    def verify(self, stream, inspection, now=None):
+        raise ZeroDivisionError("a bug in verification")
+
+
+def test_a_row_that_cannot_be_completed_leaves_with_what_is_known(bundled):
+    """Verification fails: the DWSNET signer's detection (a rule on Signer) still leaves,
+    hashed and with its version columns, the verdict columns null, marked internal_error."""
+    judgement, _ = judge_one(Pipeline(bundled), "dwsnet-ou.exe", RaisingInspector())
+    assert FILESIG_ID in {r["RuleId"] for r in judgement.rows}
+    for row in judgement.rows:
+        assert row["Signer"] == "DWSNET OÜ" and len(row["SHA256"]) == 64
+        assert row["VerificationStatus"] is None and row["IsTrusted"] is None
+        assert "internal_error" in json.loads(row["Anomalies"])
+    assert ("failed", "internal error in completing a row: ZeroDivisionError: a bug in "
+            "verification") in judgement.problems  # fmt: skip
