@@ -42,6 +42,9 @@ class Element(NamedTuple):
         return bool(self.tag & 0x20)
 
 
+_new = tuple.__new__  # Element(...) without NamedTuple's keyword layer: this runs per element
+
+
 def element(data, pos: int, end: int, depth: int = 0) -> Element | None:
     """The element at `pos`, inside [pos, end); None when not even its header is there."""
     if pos + 2 > end:
@@ -73,8 +76,8 @@ def element(data, pos: int, end: int, depth: int = 0) -> Element | None:
             flags = BER  # long form where the short form fits, or a leading zero octet
     stop = start + length
     if stop > end:
-        return Element(tag, pos, start, end, end, flags | TRUNCATED)
-    return Element(tag, pos, start, stop, stop, flags)
+        return _new(Element, (tag, pos, start, end, end, flags | TRUNCATED))
+    return _new(Element, (tag, pos, start, stop, stop, flags))
 
 
 def _indefinite(data, tag: int, pos: int, body: int, end: int, depth: int) -> Element:
