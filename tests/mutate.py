@@ -177,7 +177,9 @@ def path(root: Node, *indexes: int) -> Node | None:
     """The node at a path of child indexes, or None when the tree has no such node."""
     node = root
     for i in indexes:
-        if node.children is None or not -len(node.children) <= i < len(node.children):
+        if node is None or node.children is None:
+            return None
+        if not -len(node.children) <= i < len(node.children):
             return None
         node = node.children[i]
     return node
@@ -232,16 +234,33 @@ def cert_serial(cert: Node) -> bytes | None:
 
 
 def signer_certificate(root: Node) -> Node | None:
-    """The bag certificate whose serial is the one the first SignerInfo names."""
+    """The one bag certificate with the issuer and serial the first SignerInfo names.
+
+    None when no certificate, or more than one, matches as stored: a reader may then pick
+    another certificate as the signer's, so none of them can count as "another one".
+    """
     si = signer_info(root)
-    serial = path(si, 1, 1) if si is not None else None
+    sid = path(si, 1) if si is not None else None
+    issuer, serial = path(sid, 0), path(sid, 1)
     bag = certificate_bag(root)
-    if serial is None or bag is None:
+    if issuer is None or serial is None or bag is None or sid.tag != b"\x30":
         return None
-    for cert in bag.children or ():
-        if cert_serial(cert) == serial.value:
-            return cert
-    return None
+    found = [
+        cert
+        for cert in bag.children or ()
+        if cert_serial(cert) == serial.value and cert_issuer(cert) == encode(issuer)
+    ]
+    same_serial = [cert for cert in bag.children or () if cert_serial(cert) == serial.value]
+    return found[0] if len(found) == 1 and len(same_serial) == 1 else None
+
+
+def cert_issuer(cert: Node) -> bytes | None:
+    """The issuer Name of a certificate as stored (the field after the signature algorithm)."""
+    tbs = path(cert, 0)
+    if tbs is None or tbs.children is None:
+        return None
+    fields = tbs.children[1:] if tbs.children and tbs.children[0].tag == b"\xa0" else tbs.children
+    return encode(fields[2]) if len(fields) > 2 else None
 
 
 def nested_values(root: Node) -> list[Node]:
@@ -273,7 +292,7 @@ def free_zones(root: Node) -> list[tuple[int, int]]:
         zones.append((crls.content, crls.end - (2 if crls.indefinite else 0)))
     signer = signer_certificate(root)
     bag = certificate_bag(root)
-    for cert in (bag.children or ()) if bag is not None else ():
+    for cert in (bag.children or ()) if bag is not None and signer is not None else ():
         if cert is not signer:
             zones.append((cert.content, cert.end - (2 if cert.indefinite else 0)))
     return zones
@@ -478,7 +497,10 @@ class Seed:
                 seed.tree = None
                 seed.protected.append((first.blob_offset, first.offset + max(8, first.length)))
             if seed.tree is not None:
-                seed.zones = free_zones(seed.tree)
+                try:
+                    seed.zones = free_zones(seed.tree)
+                except (AttributeError, IndexError, TypeError):
+                    seed.zones = []  # a shape too odd to map: nothing counts as spared
                 seed.protected.append((seed.tree.start, seed.tree.end))
         return seed
 
