@@ -78,6 +78,7 @@ def signatures(
             break
         data = entry.blob
         reader.content_info(data, ber.element(data, 0, len(data)), entry, 0)
+    ber.forget()
     return reader.found, reader.anomalies
 
 
@@ -176,13 +177,23 @@ class _Reader:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
         nested: list[ber.Element] = []
+        nested_at: list[int] = []
         if unsigned is not None:
             flags |= unsigned.flags
-            nested = self._attributes(data, unsigned, info, left_out)
+            nested = self._attributes(data, unsigned, info, left_out, nested_at)
         if flags & ber.BER:
             self.anomaly(Anomaly.PKCS7_BER)
         if flags & ber.TRUNCATED and not entry.truncated:
             self.anomaly(Anomaly.PKCS7_TRUNCATED)
+        if nested_at and flags & (ber.BER | ber.TRUNCATED):
+            # A copy re-encoded for verification leaves the nested signatures out: each is
+            # verified from its own copy, and re-encoding them at every level above them
+            # would cost the depth times the size. If nothing else is left, the whole set goes.
+            attributes, _ = ber.children(data, unsigned, MAX_ATTRIBUTES)
+            gone = set(left_out) | set(nested_at)
+            left_out = [unsigned.start] if all(a.start in gone for a in attributes) else (
+                left_out + nested_at
+            )
         self._keep(data, top, left_out, info, flags)
         return nested
 
@@ -214,10 +225,16 @@ class _Reader:
         return out
 
     def _attributes(
-        self, data, unsigned: ber.Element, info: SignatureInfo, left_out: list[int]
+        self,
+        data,
+        unsigned: ber.Element,
+        info: SignatureInfo,
+        left_out: list[int],
+        nested_at: list[int],
     ) -> list[ber.Element]:
         """Timestamps onto `info`; the nested signatures' ContentInfos returned; the offsets of
-        attributes too large to keep for verification added to `left_out`."""
+        attributes too large to keep for verification added to `left_out`, those of nested
+        signatures to `nested_at`."""
         attributes, more = ber.children(data, unsigned, MAX_ATTRIBUTES)
         if more:
             info.problems.append(f"more than {MAX_ATTRIBUTES} unsigned attributes: not read")
@@ -230,7 +247,9 @@ class _Reader:
                 continue
             kind = ber.contents(data, parts[0])
             size = attribute.after - attribute.start
-            if kind not in _KEEP and size > MAX_KEPT // 4:
+            if kind == NESTED_SIGNATURE:
+                nested_at.append(attribute.start)  # verified from its own copy
+            elif kind not in _KEEP and size > MAX_KEPT // 4:
                 left_out.append(attribute.start)
                 self.anomaly(Anomaly.ATTRIBUTE_TOO_LARGE)
             try:
@@ -258,10 +277,11 @@ class _Reader:
         Windows reads); without the unsigned attributes in `left_out` when it is too large
         (only the layers around them re-encoded)."""
         size = top.after - top.start
-        drop = frozenset(left_out) if size > MAX_KEPT else frozenset()
+        reencode = bool(flags & (ber.BER | ber.TRUNCATED))
+        drop = frozenset(left_out) if size > MAX_KEPT or reencode else frozenset()
         if size - _sizes(data, top, drop) > MAX_KEPT:
             der = b""
-        elif flags & (ber.BER | ber.TRUNCATED):
+        elif reencode:
             der = ber.canonical(data, top, drop)
         elif drop:
             der = ber.without(data, top, drop)

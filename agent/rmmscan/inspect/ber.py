@@ -15,10 +15,14 @@ elements per resolution.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
-MAX_DEPTH = 32  # nesting of indefinite-length elements resolved (Authenticode needs ~12)
+# Nesting of indefinite-length elements resolved: a signature is ~12 levels, and nested
+# signatures (8 at most are read) sit inside one another's unsigned attributes.
+MAX_DEPTH = 160
 MAX_STEPS = 100_000  # elements visited to resolve one indefinite length
+MAX_MEMO = 65_536  # indefinite lengths remembered between forget() calls
 
 # Element.flags
 BER = 1  # a long-form or indefinite length, where DER has the short or minimal form
@@ -80,7 +84,35 @@ def element(data, pos: int, end: int, depth: int = 0) -> Element | None:
     return _new(Element, (tag, pos, start, stop, stop, flags))
 
 
+_memo = threading.local()  # (id(data), pos, end) -> (data, Element): see _indefinite
+
+
+def forget() -> None:
+    """Drop the indefinite lengths resolved so far (authenticode.signatures calls it once a
+    file is read)."""
+    _memo.__dict__.pop("ends", None)
+
+
 def _indefinite(data, tag: int, pos: int, body: int, end: int, depth: int) -> Element:
+    """An indefinite length is found by walking every element inside it. Each resolution is
+    remembered, so that reading the children of a deep indefinite tree does not walk each
+    subtree again once per level above it (quadratic in the depth). The memo holds `data`
+    itself, so that its id cannot be reused by another buffer while the entry lives."""
+    ends = getattr(_memo, "ends", None)
+    if ends is None:
+        ends = _memo.ends = {}
+    key = (id(data), pos, end)
+    hit = ends.get(key)
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    found = _resolve(data, tag, pos, body, end, depth)
+    if len(ends) >= MAX_MEMO:
+        ends.clear()
+    ends[key] = (data, found)
+    return found
+
+
+def _resolve(data, tag: int, pos: int, body: int, end: int, depth: int) -> Element:
     if depth >= MAX_DEPTH:
         return Element(tag, pos, body, end, end, BER | INDEFINITE | TRUNCATED)
     at = body
@@ -150,12 +182,14 @@ def is_der(data, el: Element, limit: int = 4096) -> bool:
 
 def canonical(data, el: Element, drop: frozenset[int] = frozenset(), budget: int = 4096) -> bytes:
     """The element re-encoded with definite, minimal lengths; children starting at an offset in
-    `drop` left out. Primitive contents and tags are kept as stored. Used to compare names
-    whatever their encoding, and to leave out an unsigned attribute too large to verify."""
-    if not el.flags and not drop and (not el.constructed or is_der(data, el, budget)):
+    `drop` left out. Primitive contents and tags are kept as stored, and so is every subtree
+    already in DER with nothing to leave out (certificates, say). Used to compare names
+    whatever their encoding, and to verify a signature stored in BER."""
+    inside = any(el.start < at < el.after for at in drop)
+    if not el.flags and not inside and (not el.constructed or is_der(data, el, budget)):
         return whole(data, el)
     if not el.constructed:
-        return bytes([el.tag]) + _length(el.end - el.body) + contents(data, el)
+        return whole_header(data, el) + _length(el.end - el.body) + contents(data, el)
     kids, _ = children(data, el, budget)
     body = b"".join(canonical(data, k, drop, budget) for k in kids if k.start not in drop)
     return whole_header(data, el) + _length(len(body)) + body
