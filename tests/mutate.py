@@ -370,19 +370,33 @@ def win_certificate(blob: bytes, revision: int = 0x0200, cert_type: int = 2) -> 
     return struct.pack("<IHH", padded, revision, cert_type) + blob + bytes(padded - 8 - len(blob))
 
 
-def with_table(data: bytes, blobs: list[bytes], table_offset: int | None = None) -> bytes:
+def with_table(
+    data: bytes,
+    blobs: list[bytes],
+    table_offset: int | None = None,
+    headers: list[tuple[int, int]] | None = None,
+) -> bytes:
     """The file with its certificate table replaced by entries holding ``blobs``.
 
     The table goes at the end of the file (8-byte aligned) and the data-directory entry is
-    set to it, so the Authenticode digest of the image is unchanged.
+    set to it, so the Authenticode digest of the image is unchanged. ``headers`` gives the
+    (wRevision, wCertificateType) of the entries, in order; the rest get 0x0200 and 2.
     """
     lay = layout(data)
     at = table_offset if table_offset is not None else (lay.table_offset or len(data))
     head = bytearray(data[:at])
     head += bytes(-len(head) % 8)
-    table = b"".join(win_certificate(blob) for blob in blobs)
+    kept = headers or []
+    table = b"".join(
+        win_certificate(blob, *(kept[i] if i < len(kept) else (0x0200, 2)))
+        for i, blob in enumerate(blobs)
+    )
     struct.pack_into("<II", head, lay.cert_dir, len(head), len(table))
     return bytes(head) + table
+
+
+def entry_headers(lay: Layout) -> list[tuple[int, int]]:
+    return [(e.revision, e.cert_type) for e in lay.entries]
 
 
 def primary_blob(data: bytes) -> tuple[bytes, int]:
@@ -469,6 +483,8 @@ class Seed:
     blob_offset: int = 0
     zones: list[tuple[int, int]] = field(default_factory=list)
     protected: list[tuple[int, int]] = field(default_factory=list)
+    # The table is as with_table writes it: rebuilding it changes nothing but the mutation.
+    canonical: bool = False
 
     @classmethod
     def of(cls, data: bytes) -> Seed:
@@ -487,6 +503,8 @@ class Seed:
             (lay.cert_dir, lay.cert_dir + 8),
         ]
         if lay.entries:
+            blobs = [e.blob for e in lay.entries]
+            seed.canonical = with_table(data, blobs, headers=entry_headers(lay)) == data
             first = lay.entries[0]
             seed.protected.append((first.offset, first.offset + 8))
             seed.blob_offset = first.blob_offset
@@ -652,14 +670,14 @@ def mutate_tree(rng: Rng, seed: Seed, donors: list[Node]) -> Mutant | None:
     data = seed.data
     lay = seed.layout
     blobs = [blob] + [e.blob for e in lay.entries[1:]]
-    mutated = with_table(data, blobs)
+    mutated = with_table(data, blobs, headers=entry_headers(lay))
     spared = seed.spares(lo, hi)
     if semantic:
         # A BER re-encoding outside the signer's certificate keeps the signature readable.
         signer = signer_certificate(seed.tree)
-        inside_signer = signer is not None and signer.start <= node.start < signer.end
-        spared = spared or not inside_signer
-    return Mutant(mutated, f"der:{kind}", [(lo, hi)], primary_intact=spared)
+        if signer is not None:  # else a reader may take any certificate for the signer's
+            spared = spared or not signer.start <= node.start < signer.end
+    return Mutant(mutated, f"der:{kind}", [(lo, hi)], primary_intact=spared and seed.canonical)
 
 
 def _copy_with_spans(node: Node) -> Node:
@@ -726,15 +744,18 @@ def mutate_table(rng: Rng, seed: Seed, donor_blobs: list[bytes]) -> Mutant | Non
     if kind == "extra_entries":
         for _ in range(rng.randrange(1, 4)):
             blobs.append(rng.choice(donor_blobs or blobs))
-        return Mutant(with_table(bytes(data), blobs), "table:extra_entries", [], True)
+        rebuilt = with_table(bytes(data), blobs, headers=entry_headers(lay))
+        return Mutant(rebuilt, "table:extra_entries", [], seed.canonical)
     if kind == "many_entries":
         blobs += [rng.choice(donor_blobs or blobs)[: rng.randrange(0, 64)]] * rng.choice([63, 64,
                                                                                            65, 200])
-        return Mutant(with_table(bytes(data), blobs), "table:many_entries", [], True)
+        rebuilt = with_table(bytes(data), blobs, headers=entry_headers(lay))
+        return Mutant(rebuilt, "table:many_entries", [], seed.canonical)
     if kind == "garbage_entry":
         garbage = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))
         blobs.append(rng.choice([garbage, b"\x30\x80" + garbage, b"\x30\x84\xff\xff\xff\xff"]))
-        return Mutant(with_table(bytes(data), blobs), "table:garbage_entry", [], True)
+        rebuilt = with_table(bytes(data), blobs, headers=entry_headers(lay))
+        return Mutant(rebuilt, "table:garbage_entry", [], seed.canonical)
     # Bytes after the last entry, inside or outside the declared table.
     tail = bytes(rng.choice([0, 0xFF, 0x30]) for _ in range(rng.randrange(1, 40)))
     return Mutant(bytes(data) + tail, "table:trailing", [(len(data), len(data))], True)
