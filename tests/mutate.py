@@ -504,7 +504,10 @@ class Seed:
         ]
         if lay.entries:
             blobs = [e.blob for e in lay.entries]
-            seed.canonical = with_table(data, blobs, headers=entry_headers(lay)) == data
+            try:
+                seed.canonical = with_table(data, blobs, headers=entry_headers(lay)) == data
+            except (struct.error, ValueError, IndexError):
+                seed.canonical = False  # headers too broken to rebuild around
             first = lay.entries[0]
             seed.protected.append((first.offset, first.offset + 8))
             seed.blob_offset = first.blob_offset
@@ -825,7 +828,10 @@ def mutate(
     kinds = kinds or list(MUTATORS)
     for _ in range(8):
         kind = rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
-        mutant = MUTATORS[kind](rng, seed, list(donor_trees), list(donor_blobs))
+        try:
+            mutant = MUTATORS[kind](rng, seed, list(donor_trees), list(donor_blobs))
+        except (struct.error, ValueError, IndexError):
+            continue  # a file too broken for this kind (a table inside the headers, say)
         if mutant is not None:
             return mutant
     return mutate_bytes(rng, seed)
