@@ -108,6 +108,10 @@ def test_one_input(data: bytes) -> None:
         expected, kind, touched, parent = promise
         got = primary_signer(inspection)
         if got != expected:
+            parent_data = _parents.get(parent)
+            if parent_data is not None:
+                CRASHES.mkdir(parents=True, exist_ok=True)
+                (CRASHES / f"parent-{parent[:12]}.bin").write_bytes(parent_data)
             save(
                 "lost-signer",
                 f"{kind}: {expected[0]!r} -> {got and got[0]!r}",
@@ -139,6 +143,7 @@ def seeds() -> list[bytes]:
 _seed_cache: dict[bytes, mutate.Seed] = {}
 # A mutant's SHA-1 -> (the signer it must report, the mutation, what it touched, its parent).
 _expected: dict[bytes, tuple] = {}
+_parents: dict[str, bytes] = {}  # the latest parents, to save beside a lost signer
 _donor_trees: list = []
 _donor_blobs: list = []
 
@@ -180,6 +185,9 @@ def custom_mutator(data: bytes, max_size: int, rng_seed: int) -> bytes:
             if len(_expected) > 4096:
                 _expected.clear()
             parent = hashlib.sha1(data).hexdigest()
+            if len(_parents) > 64:
+                _parents.clear()
+            _parents[parent] = data
             _expected[hashlib.sha1(out).digest()] = (expected, mutant.kind, mutant.touched, parent)
     return out
 
