@@ -1,7 +1,7 @@
 """Certificate columns, computed once per distinct certificate.
 
 Parsing a whole certificate costs milliseconds, and a handful of certificates sign most
-files on a machine (docs/architecture.md): the cache is keyed by the SHA-1 of the bytes as
+files on a machine: the cache is keyed by the SHA-1 of the bytes as
 stored, which is also the thumbprint the row needs.
 
 A certificate that asn1crypto refuses (a TBSCertificate tagged SET, a missing signature, a
