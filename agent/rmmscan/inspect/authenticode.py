@@ -191,9 +191,11 @@ class _Reader:
             # would cost the depth times the size. If nothing else is left, the whole set goes.
             attributes, _ = ber.children(data, unsigned, MAX_ATTRIBUTES)
             gone = set(left_out) | set(nested_at)
-            left_out = [unsigned.start] if all(a.start in gone for a in attributes) else (
-                left_out + nested_at
-            )
+            if all(a.start in gone for a in attributes):
+                outside = [at for at in left_out if not unsigned.start < at < unsigned.after]
+                left_out = [*outside, unsigned.start]
+            else:
+                left_out = left_out + nested_at
         self._keep(data, top, left_out, info, flags)
         return nested
 
