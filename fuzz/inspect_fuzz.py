@@ -204,7 +204,7 @@ def main() -> None:
         for arg in sys.argv[2:]:
             paths = sorted(Path(arg).iterdir()) if Path(arg).is_dir() else [Path(arg)]
             for p in paths:
-                if p.is_file() and p.suffix != ".txt":
+                if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
                     test_one_input(p.read_bytes())
                     count += 1
         print(f"replayed {count} inputs, {len(_seen)} distinct findings", file=sys.stderr)

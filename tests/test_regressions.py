@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +49,18 @@ def test_no_internal_error(path):
     inspection = inspect_stream(stream)
     INSPECTOR.verify(stream, inspection)
     assert not inspection.errors, inspection.errors
+
+
+def test_the_fuzz_harness_replays_them_clean(tmp_path):
+    """fuzz/inspect_fuzz.py's checks, run without atheris over these inputs and the samples,
+    find nothing: the harness and the suite hold the same properties."""
+    harness = REGRESSIONS.parent.parent / "fuzz" / "inspect_fuzz.py"
+    samples = REGRESSIONS.parent.parent / "samples" / "pe"
+    result = subprocess.run(
+        [sys.executable, str(harness), "--replay", str(REGRESSIONS), str(samples)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "FUZZ_CRASHES": str(tmp_path / "found")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"replayed \d+ inputs, 0 distinct findings", result.stderr), result.stderr
+    assert not (tmp_path / "found").exists()
