@@ -28,8 +28,8 @@ class Entry:
     index: int
     revision: int
     cert_type: int
-    # The PKCS#7 (exactly its outer TLV when that can be found): bytes, or a StreamView when
-    # larger than MAX_ENTRY_READ, so that a huge attribute costs what the walk visits.
+    # The PKCS#7 (exactly its outer TLV when that can be found): bytes, or a StreamView once
+    # the table's entries exceed MAX_ENTRY_READ in all.
     blob: bytes | StreamView
     truncated: bool = False  # the DER runs past the end of the table or file
 
