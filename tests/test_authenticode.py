@@ -240,3 +240,21 @@ def test_generalized_time_takes_the_usual_forms():
     assert authenticode.generalized_utc(b"20240229235959.5Z").microsecond == 500000
     assert authenticode.generalized_utc(b"20230229000000Z") is None  # no such day
     assert authenticode.generalized_utc(b"20240101000000.1234567Z") is None  # asn1crypto's
+
+
+def test_a_tolerantly_read_certificate_reads_the_same_every_time():
+    """The certificate caches never turn a refused certificate into a clean one: the second
+    file signed with it gets the same columns, problems and anomalies as the first."""
+    import crafted
+
+    from rmmscan.inspect import Anomaly, certificates
+
+    data = crafted.ca_tbs_set()  # the CA certificate's TBSCertificate is tagged SET
+    certificates._cache.clear()
+    certificates._tolerant.clear()
+    first, again = (inspect_stream(io.BytesIO(data), len(data)) for _ in range(2))
+    assert Anomaly.CERTIFICATE_MALFORMED in first.anomalies
+    assert again.anomalies == first.anomalies
+    assert [s.problems for s in again.signatures] == [s.problems for s in first.signatures]
+    assert again.signatures[0].signer == first.signatures[0].signer
+    assert first.signatures[0].signer.cn == crafted.SIGNER_CN

@@ -29,20 +29,24 @@ _ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, Recursion
 
 def cert_info(der: bytes) -> CertInfo:
     """Columns of one DER certificate (cached). Raises ValueError if it does not parse."""
-    thumb = hashlib.sha1(der).hexdigest()
+    return _strict(der, hashlib.sha1(der).hexdigest())
+
+
+def _strict(der: bytes, thumb: str) -> CertInfo:
     hit = _cache.get(thumb)
     if hit is not None:
         _cache.move_to_end(thumb)
         return hit
     info = _parse(der, thumb)
-    _remember(info)
+    _cache[thumb] = info
+    if len(_cache) > _CACHE_MAX:
+        _cache.popitem(last=False)
     return info
 
 
-def _remember(info: CertInfo) -> None:
-    _cache[info.sha1] = info
-    if len(_cache) > _CACHE_MAX:
-        _cache.popitem(last=False)
+# What the tolerant reader made of a certificate the strict one refuses, and why: kept apart
+# from _cache, so that a certificate gets the same row and problem on every sight.
+_tolerant: OrderedDict[str, tuple[CertInfo, str]] = OrderedDict()
 
 
 def _parse(der: bytes, thumb: str) -> CertInfo:
@@ -107,17 +111,19 @@ def tolerant_cert_info(data, el: ber.Element) -> tuple[CertInfo, str]:
     size = el.after - el.start
     if size <= MAX_STRICT:
         der = ber.whole(data, el)
-        try:
-            return cert_info(der), ""
-        except ValueError as exc:
-            problem = str(exc)
         thumb = hashlib.sha1(der).hexdigest()
+        if thumb not in _tolerant:
+            try:
+                return _strict(der, thumb), ""
+            except ValueError as exc:
+                problem = str(exc)
     else:
         thumb = _sha1(data, el.start, el.after)
         problem = f"certificate {thumb} of {size} bytes read by the tolerant reader alone"
-    hit = _cache.get(thumb)
+    hit = _tolerant.get(thumb)
     if hit is not None:
-        return hit, problem
+        _tolerant.move_to_end(thumb)
+        return hit
     fields = _tbs_fields(data, el)
     if fields is None:
         raise ValueError(f"certificate {thumb}: no serial number and names where expected")
@@ -144,7 +150,9 @@ def tolerant_cert_info(data, el: ber.Element) -> tuple[CertInfo, str]:
         subject_key=subject_key,
         self_signed=issuer_key == subject_key,
     )
-    _remember(info)
+    _tolerant[thumb] = (info, problem)
+    if len(_tolerant) > _CACHE_MAX:
+        _tolerant.popitem(last=False)
     return info, problem
 
 
