@@ -140,11 +140,11 @@ class FileFacts:
             from .inspect import hash_stream
 
             size = self.file["FileSize"]
-            hashes = self._hashed() or hash_stream(_Window(self.stream, size))
+            hashes = self._hashed() or hash_stream(self.stream, size)
             # The listed size is hashed, never more: a file a writer keeps growing would
             # otherwise be read for ever. One byte past it, or fewer bytes, means it changed;
             # what was read is still reported (dropping the file would drop a finding).
-            if hashes.size != size or _Window(self.stream, size + 1).pread(1, size):
+            if hashes.size != size or _byte_at(self.stream, size):
                 self.changed = f"changed while it was read ({size:,} bytes listed)"
             return rows.hash_columns(hashes)
 
@@ -179,18 +179,18 @@ class FileFacts:
         ):
             return
         try:
-            self.stream.fileno()
+            fd = self.stream.fileno()
         except (AttributeError, OSError, ValueError):  # not a file (tests' BytesIO)
             return
-        from .inspect import hash_stream
+        from .inspect.hashes import hash_fd
 
         box: list = []
         stop = threading.Event()
-        window = _Window(self.stream, self.file["FileSize"], stop)
+        size = self.file["FileSize"]
 
         def run() -> None:
             try:
-                box.append(hash_stream(window))
+                box.append(hash_fd(fd, stop, size))
             except BaseException as exc:  # handed to whoever asks for the hashes
                 box.append(exc)
 
@@ -282,51 +282,19 @@ class FileFacts:
         return out, failures
 
 
-class _Window:
-    """The first `limit` bytes of an open file, as a stream for hash_stream: read with pread,
-    so neither the descriptor's offset (verification reads it meanwhile) nor a writer that
-    keeps appending moves or stretches it. `stop` set: Cancelled at the next read."""
+def _byte_at(stream: BinaryIO, offset: int) -> bytes:
+    """The byte at `offset`, if the file has one, read with pread where there is pread: the
+    descriptor's offset is left to whoever else reads it."""
+    from .inspect.hashes import CAN_PREAD
 
-    def __init__(self, stream: BinaryIO, limit: int, stop: threading.Event | None = None):
-        self._stream, self._limit, self._stop, self._at = stream, limit, stop, 0
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._at = offset if whence == os.SEEK_SET else self._limit
-        return self._at
-
-    def pread(self, n: int, offset: int) -> bytes:
-        n = max(0, min(n, self._limit - offset))
-        if not n:
-            return b""
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):  # not a file: one reader, seek and read
-            self._stream.seek(offset)
-            return self._stream.read(n)
-        if CAN_PREAD:
-            return os.pread(fd, n, offset)
-        self._stream.seek(offset)  # no pread (Windows): nothing reads the stream meanwhile
-        return self._stream.read(n)
-
-    def read(self, n: int = -1) -> bytes:
-        if self._stop is not None and self._stop.is_set():
-            from .inspect.hashes import Cancelled
-
-            raise Cancelled
-        chunk = self.pread(self._limit if n is None or n < 0 else n, self._at)
-        self._at += len(chunk)
-        return chunk
-
-    def readinto(self, buffer) -> int:
-        chunk = self.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
-CAN_PREAD = hasattr(os, "pread")
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file: the only reader
+        fd = None
+    if fd is not None and CAN_PREAD:
+        return os.pread(fd, 1, offset)
+    stream.seek(offset)
+    return stream.read(1)
 
 
 def same_file(before: os.stat_result, after: os.stat_result) -> bool:

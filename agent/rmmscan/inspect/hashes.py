@@ -30,15 +30,18 @@ class FileHashes:
     size: int  # bytes actually hashed (a file that changed under us may differ from stat)
 
 
-def hash_stream(stream: BinaryIO) -> FileHashes:
+def hash_stream(stream: BinaryIO, limit: int | None = None) -> FileHashes:
+    """The hashes of the stream from its start, of at most `limit` bytes (None: to its end):
+    a file a writer keeps growing is read to the size it was listed with, not for ever."""
     stream.seek(0)
-    if _size(stream) >= PARALLEL_MIN:
-        return _two_threads(stream.read)
+    size = _size(stream)
+    if size >= PARALLEL_MIN and (limit is None or limit >= PARALLEL_MIN):
+        return _two_threads(_capped(stream.read, limit))
     sha1, sha256, md5 = hashlib.sha1(), hashlib.sha256(), hashlib.md5()
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     total = 0
-    while n := stream.readinto(buffer):
+    while n := stream.readinto(view if limit is None else view[: min(CHUNK, limit - total)]):
         chunk = view[:n]
         sha1.update(chunk)
         sha256.update(chunk)
@@ -54,7 +57,7 @@ class Cancelled(Exception):
     """hash_fd was asked to stop before the end of the file."""
 
 
-def hash_fd(fd: int, stop: threading.Event | None = None) -> FileHashes:
+def hash_fd(fd: int, stop: threading.Event | None = None, limit: int | None = None) -> FileHashes:
     """The same for an open descriptor, read with pread: its offset is neither used nor
     moved, so this can run in a thread while another reads the same open file. `stop` set:
     Cancelled at the next chunk."""
@@ -68,7 +71,22 @@ def hash_fd(fd: int, stop: threading.Event | None = None) -> FileHashes:
         offset += len(chunk)
         return chunk
 
-    return _two_threads(read)
+    return _two_threads(_capped(read, limit))
+
+
+def _capped(read: Callable[[int], bytes], limit: int | None) -> Callable[[int], bytes]:
+    """`read`, returning nothing once `limit` bytes were read."""
+    if limit is None:
+        return read
+    done = 0
+
+    def capped(n: int) -> bytes:
+        nonlocal done
+        chunk = read(min(n, limit - done)) if done < limit else b""
+        done += len(chunk)
+        return chunk
+
+    return capped
 
 
 def _size(stream: BinaryIO) -> int:
