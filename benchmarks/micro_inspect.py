@@ -93,7 +93,7 @@ def gen_time_table() -> None:
     contents = b"20250303093000.123Z"
     ours = per_call(lambda: authenticode.generalized_utc(contents), number=2000)
     theirs = per_call(
-        lambda: authenticode._utc(core.GeneralizedTime(contents=contents).native), number=2000
+        lambda: authenticode.utc(core.GeneralizedTime(contents=contents).native), number=2000
     )
     print("\n| a timestamp's genTime | generalized_utc | asn1crypto | ratio |")
     print("|---|---:|---:|---:|")

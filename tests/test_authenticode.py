@@ -224,7 +224,7 @@ def test_generalized_time_is_read_as_asn1crypto_reads_it(contents):
 
     fast = authenticode.generalized_utc(contents)
     try:
-        slow = authenticode._utc(core.GeneralizedTime(contents=contents).native)
+        slow = authenticode.utc(core.GeneralizedTime(contents=contents).native)
     except (ValueError, TypeError, OverflowError):
         slow = None
     if fast is not None:  # when it answers, it answers as asn1crypto does

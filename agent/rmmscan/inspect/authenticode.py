@@ -30,7 +30,7 @@ from . import (
     _signify,  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
     ber,
 )
-from .certificates import tolerant_cert_info
+from .certificates import time_at, tolerant_cert_info, utc
 from .certtable import Entry
 from .model import Anomaly, CertInfo, SignatureInfo
 
@@ -283,12 +283,8 @@ class _Reader:
         drop = frozenset(left_out) if size > MAX_KEPT or reencode else frozenset()
         if size - _sizes(data, top, drop) > MAX_KEPT:
             der = b""
-        elif reencode:
-            der = ber.canonical(data, top, drop)
-        elif drop:
-            der = ber.without(data, top, drop)
         else:
-            der = ber.whole(data, top)
+            der = ber.canonical(data, top, drop, der=reencode)
         if not der or len(der) > MAX_KEPT or self.kept + len(der) > MAX_KEPT_FILE:
             info.problems.append(f"signature of {size} bytes too large to verify")
             self.anomaly(Anomaly.LIMIT_REACHED)
@@ -386,7 +382,7 @@ def _rfc3161_time(data, values: ber.Element) -> dt.datetime:
     fast = generalized_utc(contents)
     if fast is not None:
         return fast
-    return _utc(core.GeneralizedTime(contents=contents).native)
+    return utc(core.GeneralizedTime(contents=contents).native)
 
 
 # What a timestamp's genTime always is in DER (RFC 3161 §2.4.2): UTC, at most microseconds.
@@ -423,15 +419,8 @@ def _pkcs9_time(data, values: ber.Element) -> dt.datetime:
             kind = ber.nth(data, attribute, 0)
             if kind is None or ber.contents(data, kind) != SIGNING_TIME:
                 continue
-            value = ber.nth(data, ber.nth(data, attribute, 1), 0)
-            if value is None or value.tag not in (0x17, 0x18) or value.end - value.body > 32:
+            moment = time_at(data, ber.nth(data, ber.nth(data, attribute, 1), 0))
+            if moment is None:
                 raise ValueError("signingTime is not a time")
-            kind_class = core.UTCTime if value.tag == 0x17 else core.GeneralizedTime
-            return _utc(kind_class(contents=ber.contents(data, value)).native)
+            return moment
     raise ValueError("PKCS#9 counter-signature without signingTime")
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)

@@ -180,28 +180,23 @@ def is_der(data, el: Element, limit: int = 4096) -> bool:
     return True
 
 
-def canonical(data, el: Element, drop: frozenset[int] = frozenset(), budget: int = 4096) -> bytes:
-    """The element re-encoded with definite, minimal lengths; children starting at an offset in
-    `drop` left out. Primitive contents and tags are kept as stored, and so is every subtree
-    already in DER with nothing to leave out (certificates, say). Used to compare names
-    whatever their encoding, and to verify a signature stored in BER."""
+def canonical(
+    data, el: Element, drop: frozenset[int] = frozenset(), der: bool = True, budget: int = 4096
+) -> bytes:
+    """The element with the children that start at an offset in `drop` left out, only the
+    layers around them re-encoded (definite lengths). With `der`, every element not in DER is
+    re-encoded too (definite, minimal lengths): used to compare names whatever their encoding,
+    and to verify a signature stored in BER. Primitive contents and tags are kept as stored,
+    and so is every subtree with nothing to change (certificates, say)."""
     inside = any(el.start < at < el.after for at in drop)
-    if not el.flags and not inside and (not el.constructed or is_der(data, el, budget)):
+    if not inside and (
+        not der or (not el.flags and (not el.constructed or is_der(data, el, budget)))
+    ):
         return whole(data, el)
     if not el.constructed:
         return whole_header(data, el) + _length(el.end - el.body) + contents(data, el)
     kids, _ = children(data, el, budget)
-    body = b"".join(canonical(data, k, drop, budget) for k in kids if k.start not in drop)
-    return whole_header(data, el) + _length(len(body)) + body
-
-
-def without(data, el: Element, drop: frozenset[int]) -> bytes:
-    """The element with the children that start at an offset in `drop` left out: only the
-    layers around them are re-encoded (definite lengths), everything else kept as stored."""
-    if not any(el.start < at < el.after for at in drop):
-        return whole(data, el)
-    kids, _ = children(data, el, 4096)
-    body = b"".join(without(data, k, drop) for k in kids if k.start not in drop)
+    body = b"".join(canonical(data, k, drop, der, budget) for k in kids if k.start not in drop)
     return whole_header(data, el) + _length(len(body)) + body
 
 

@@ -70,8 +70,8 @@ def _parse(der: bytes, thumb: str) -> CertInfo:
             issuer_cn=names.display_name(issuer),
             serial_hex=serial.contents.hex(),
             serial_int=serial.native,
-            not_before=_time(validity["not_before"].native),
-            not_after=_time(validity["not_after"].native),
+            not_before=utc(validity["not_before"].native),
+            not_after=utc(validity["not_after"].native),
             crl_urls=tuple(_crl_urls(extensions)),
             issuer_key=issuer_key,
             subject_key=subject_key,
@@ -134,7 +134,7 @@ def tolerant_cert_info(data, el: ber.Element) -> tuple[CertInfo, str]:
     issuer_key = ber.canonical(data, issuer_el)
     subject_key = ber.canonical(data, subject_el)
     times, _ = ber.children(data, validity_el, 2) if validity_el.constructed else ([], False)
-    not_before, not_after = (_tolerant_time(data, t) for t in (*times, None, None)[:2])
+    not_before, not_after = (time_at(data, t) for t in (*times, None, None)[:2])
     info = CertInfo(
         sha1=thumb,
         cn=names.display_name(subject),
@@ -163,12 +163,13 @@ def _sha1(data, start: int, end: int) -> str:
     return digest.hexdigest()
 
 
-def _tolerant_time(data, el: ber.Element | None) -> dt.datetime | None:
+def time_at(data, el: ber.Element | None) -> dt.datetime | None:
+    """The UTCTime or GeneralizedTime at `el`, in UTC; None when it is not one."""
     if el is None or el.tag not in (0x17, 0x18) or el.end - el.body > 32:
         return None
     kind = core.UTCTime if el.tag == 0x17 else core.GeneralizedTime
     try:
-        return _time(kind(contents=ber.contents(data, el)).native)
+        return utc(kind(contents=ber.contents(data, el)).native)
     except _ERRORS:
         return None
 
@@ -187,7 +188,8 @@ def _tolerant_crl_urls(data, rest: list[ber.Element]) -> list[str]:
     return []
 
 
-def _time(native: dt.datetime) -> dt.datetime:
+def utc(native: dt.datetime) -> dt.datetime:
+    """A time asn1crypto decoded, in UTC (a naive one is UTC already)."""
     if native.tzinfo is None:
         native = native.replace(tzinfo=dt.UTC)
     return native.astimezone(dt.UTC)

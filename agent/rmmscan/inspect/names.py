@@ -60,11 +60,8 @@ def attributes(name: x509.Name) -> list[tuple[str, str]]:
 
 # The attribute types of _SHORT by OID, for names read without asn1crypto.
 _SHORT_BY_OID = {
-    "2.5.4.3": "CN", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.7": "L", "2.5.4.8": "ST",
-    "2.5.4.6": "C", "1.2.840.113549.1.9.1": "E", "2.5.4.5": "SERIALNUMBER",
-    "0.9.2342.19200300.100.1.25": "DC", "2.5.4.9": "STREET", "2.5.4.42": "G", "2.5.4.4": "SN",
-    "2.5.4.12": "T",
-}  # fmt: skip
+    dotted: _SHORT[name] for dotted, name in x509.NameType._map.items() if name in _SHORT
+}
 # String tags and how their octets decode (UTF8String, PrintableString, T61String, IA5String,
 # VisibleString, UniversalString, BMPString).
 _DECODE = {0x0C: "utf-8", 0x13: "latin-1", 0x14: "latin-1", 0x16: "latin-1", 0x1A: "latin-1",
