@@ -306,10 +306,11 @@ class _RowWriter:
 
         if self.state is None:
             from .device import local_device
+            from .scan import warn
             from .state import State
 
             # Never fatal: a state that cannot be used is kept in memory, with one warning.
-            self.state = State(self.state_dir, lambda m: print(f"rmmscan: {m}", file=sys.stderr))
+            self.state = State(self.state_dir, warn)
             self.device = local_device(self.state)
         n = max(1, len(inspection.signatures))
         first = self.state.allocate("report_id", n)

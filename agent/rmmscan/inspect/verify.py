@@ -76,7 +76,7 @@ def verify_all(
         reads.reraise()
         detail = plain_detail(f"the PE layout does not parse: {_message(exc)}")
         if errors is not None and not _is_bad_input(exc):
-            errors.extend(f"verification of signature {s.index}: {_line(exc)}" for s in sigs)
+            errors.extend(f"verification of signature {s.index}: {_named(exc)}" for s in sigs)
         return [Verdict(Status.MALFORMED, False, False, detail) for _ in sigs]
     now = now or dt.datetime.now(dt.UTC)
     verdicts = []
@@ -88,7 +88,7 @@ def verify_all(
             reads.reraise()
             if not _is_bad_input(exc):
                 if errors is not None:
-                    errors.append(f"verification of signature {sig.index}: {_line(exc)}")
+                    errors.append(f"verification of signature {sig.index}: {_named(exc)}")
                 words = f"an internal error while {step[0]} ({type(exc).__name__})"
             else:
                 words = f"{step[0]} failed: {_message(exc)}"
@@ -151,15 +151,13 @@ def _is_bad_input(exc: BaseException) -> bool:
     return not Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
 
 
+def _named(exc: BaseException) -> str:
+    """A bug, as ``errors`` lists it; whoever shows it makes it printable (text.printable)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _line(exc: BaseException) -> str:
-    """One line, every character visible: callers print it as it is, and a library's
-    message can quote a hostile certificate's names."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _verify_one(
