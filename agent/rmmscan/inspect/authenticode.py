@@ -146,10 +146,10 @@ class _Reader:
         if certificates is not None:
             flags |= certificates.flags
             info.certificates = tuple(self._certificates(data, certificates, info))
-        left_out: list[int] = []
+        left_out: list[ber.Element] = []
         crls = next((f for f in fields[3:] if f.tag == ber.CTX1), None)
         if crls is not None and crls.after - crls.start > MAX_KEPT // 4:
-            left_out.append(crls.start)  # not covered by the signature, not read
+            left_out.append(crls)  # not covered by the signature, not read
             self.anomaly(Anomaly.CRLS_TOO_LARGE)
         if signer_set is None:
             info.problems.append("no SignerInfo")
@@ -177,7 +177,7 @@ class _Reader:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
         nested: list[ber.Element] = []
-        nested_at: list[int] = []
+        nested_at: list[ber.Element] = []
         if unsigned is not None:
             flags |= unsigned.flags
             nested = self._attributes(data, unsigned, info, left_out, nested_at)
@@ -190,10 +190,10 @@ class _Reader:
             # verified from its own copy, and re-encoding them at every level above them
             # would cost the depth times the size. If nothing else is left, the whole set goes.
             attributes, _ = ber.children(data, unsigned, MAX_ATTRIBUTES)
-            gone = set(left_out) | set(nested_at)
+            gone = {a.start for a in (*left_out, *nested_at)}
             if all(a.start in gone for a in attributes):
-                outside = [at for at in left_out if not unsigned.start < at < unsigned.after]
-                left_out = [*outside, unsigned.start]
+                outside = [a for a in left_out if not unsigned.start < a.start < unsigned.after]
+                left_out = [*outside, unsigned]
             else:
                 left_out = left_out + nested_at
         self._keep(data, top, left_out, info, flags)
@@ -231,8 +231,8 @@ class _Reader:
         data,
         unsigned: ber.Element,
         info: SignatureInfo,
-        left_out: list[int],
-        nested_at: list[int],
+        left_out: list[ber.Element],
+        nested_at: list[ber.Element],
     ) -> list[ber.Element]:
         """Timestamps onto `info`; the nested signatures' ContentInfos returned; the offsets of
         attributes too large to keep for verification added to `left_out`, those of nested
@@ -250,9 +250,9 @@ class _Reader:
             kind = ber.contents(data, parts[0])
             size = attribute.after - attribute.start
             if kind == NESTED_SIGNATURE:
-                nested_at.append(attribute.start)  # verified from its own copy
+                nested_at.append(attribute)  # verified from its own copy
             elif kind not in _KEEP and size > MAX_KEPT // 4:
-                left_out.append(attribute.start)
+                left_out.append(attribute)
                 self.anomaly(Anomaly.ATTRIBUTE_TOO_LARGE)
             try:
                 if kind == NESTED_SIGNATURE:
@@ -272,7 +272,12 @@ class _Reader:
         return nested
 
     def _keep(
-        self, data, top: ber.Element, left_out: list[int], info: SignatureInfo, flags: int = 0
+        self,
+        data,
+        top: ber.Element,
+        left_out: list[ber.Element],
+        info: SignatureInfo,
+        flags: int = 0,
     ) -> None:
         """The ContentInfo's bytes for verification: as stored when they are DER; in DER when
         they are not (asn1crypto, under signify, gives up on deep indefinite lengths that
@@ -280,8 +285,10 @@ class _Reader:
         (only the layers around them re-encoded)."""
         size = top.after - top.start
         reencode = bool(flags & (ber.BER | ber.TRUNCATED))
-        drop = frozenset(left_out) if size > MAX_KEPT or reencode else frozenset()
-        if size - _sizes(data, top, drop) > MAX_KEPT:
+        if size <= MAX_KEPT and not reencode:
+            left_out = []
+        drop = frozenset(el.start for el in left_out)
+        if size - sum(el.after - el.start for el in left_out) > MAX_KEPT:
             der = b""
         else:
             der = ber.canonical(data, top, drop, der=reencode)
@@ -296,15 +303,6 @@ class _Reader:
 def _is_oid(raw: bytes, known: bytes) -> bool:
     """The OID, encoded minimally or not (an encoding Windows reads all the same)."""
     return raw == known or ber.oid_text(raw) == ber.oid_text(known)
-
-
-def _sizes(data, top: ber.Element, starts: frozenset[int]) -> int:
-    """The bytes of the elements starting at `starts` (each an element inside `top`)."""
-    total = 0
-    for start in starts:
-        el = ber.element(data, start, top.end)
-        total += el.after - el.start if el is not None else 0
-    return total
 
 
 def _empty(index: int, entry: int) -> SignatureInfo:
