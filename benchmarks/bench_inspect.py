@@ -236,7 +236,8 @@ def bench_recognise(mode: Mode) -> list[Row]:
 
 def signify_parse(f) -> tuple[int, str]:
     """signify's parse of the same columns: every signature, its signer, countersigner and
-    certificates, each property read once (they are rebuilt on every access, DESIGN §5).
+    certificates, each property read once (they are rebuilt on every access,
+    docs/architecture.md §5).
     Returns the number of signatures read and the exception that stopped it, if any."""
     f.seek(0)
     count = 0
@@ -246,7 +247,8 @@ def signify_parse(f) -> tuple[int, str]:
             _ = signer_info.countersigner
             _ = sig.certificates
             count += 1
-    except Exception as exc:  # garbage may raise even with ignore_parse_errors (DESIGN §5)
+    # Garbage may raise even with ignore_parse_errors (docs/architecture.md §5).
+    except Exception as exc:
         return count, type(exc).__name__
     return count, ""
 

@@ -10,7 +10,7 @@
 
   with a real backslash, a real "x", "C", "3", ... A rule that contains "DWSNET OÜ" (or the
   string escape "\xC3\x9C", i.e. the UTF-8 bytes) never matches: the backslash itself has to
-  be in the rule, hence the doubled backslashes below (DESIGN §5).
+  be in the rule, hence the doubled backslashes below (docs/architecture.md §5).
 
   YARA 4.2's pe module lists the signer certificate of every signature, nested ones included
   (pe.signatures[i]); it has no verdict (no `verified` field before YARA 4.3), so this rule

@@ -131,7 +131,7 @@ class OpensslCert:
 
 
 def display(name: list[tuple[str, str]]) -> str:
-    """First commonName, else first organizationName (DESIGN §2)."""
+    """First commonName, else first organizationName (docs/architecture.md §2)."""
     for wanted in ("commonName", "organizationName"):
         for key, value in name:
             if key == wanted:

@@ -62,7 +62,8 @@ def _iso(value: str | None) -> dt.datetime | None:
 
 
 def _openssl_serial(rmmscan_serial: str) -> str:
-    """openssl prints the magnitude: drop the DER sign byte rmmscan keeps (DESIGN §2)."""
+    """openssl prints the magnitude: drop the DER sign byte rmmscan keeps
+    (docs/architecture.md §2)."""
     value = rmmscan_serial.upper()
     if value.startswith("00") and len(value) > 2 and int(value[2:4], 16) >= 0x80:
         value = value[2:]

@@ -1,5 +1,5 @@
 """The rule pack and rmmscan's KQL engine, cross-checked with duckdb-kql, an independent KQL
-implementation (a full ANTLR grammar of KQL translated to DuckDB SQL; DESIGN.md §3).
+implementation (a full ANTLR grammar of KQL translated to DuckDB SQL; docs/architecture.md §3).
 
 1. Every rule's ``query`` is valid KQL for duckdb-kql's full grammar.
 2. Every rule's whole query, unchanged (``let``, time window and final ``summarize``

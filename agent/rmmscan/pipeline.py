@@ -1,4 +1,5 @@
-"""rows → rules → what to emit: the part of the pipeline every mode shares (DESIGN §1).
+"""rows → rules → what to emit: the part of the pipeline every mode shares
+(docs/architecture.md §1).
 
 Given one file's lazy facts, evaluate every rule on every row (a row is one signature),
 drop what the allowlist sanctions, and decide by the emission policy which rows leave.

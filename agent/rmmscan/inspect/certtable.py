@@ -1,7 +1,7 @@
 """Read the PE certificate table (WIN_CERTIFICATE entries) with one bounded read.
 
 Every oddity is recorded as an Anomaly rather than resolved silently: tools disagree on
-these files, and an analyst wants the fact, not our guess (DESIGN §5).
+these files, and an analyst wants the fact, not our guess (docs/architecture.md §5).
 """
 
 from __future__ import annotations

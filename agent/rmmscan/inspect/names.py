@@ -2,7 +2,8 @@
 
 Values are decoded by their ASN.1 string type (UTF8String, PrintableString, BMPString as
 UTF-16BE, T61String as Latin-1, UniversalString as UTF-32BE; asn1crypto does that) and
-NFC-normalized, so "DWSNET OÜ" compares equal whatever encoding the CA chose (DESIGN §5).
+NFC-normalized, so "DWSNET OÜ" compares equal whatever encoding the CA chose
+(docs/architecture.md §5).
 """
 
 from __future__ import annotations

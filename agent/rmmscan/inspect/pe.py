@@ -1,4 +1,4 @@
-"""Recognise a PE and read its headers with two bounded reads (DESIGN §5: ~20 µs).
+"""Recognise a PE and read its headers with two bounded reads (docs/architecture.md §5: ~20 µs).
 
 What Authenticode needs: where the checksum and the certificate data directory are, and
 where the certificate table claims to be. What the version resource needs: the section

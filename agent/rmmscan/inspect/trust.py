@@ -2,9 +2,9 @@
 distrust list.
 
 signify builds a certvalidator context from every trusted root on every verify (hundreds of
-Microsoft-program roots: most of its 13-200 ms, DESIGN §5). A chain can only end in a root
-whose subject is the issuer named by a certificate the signature carries, so each verify
-gets a store holding just those roots, and the same CTL rules as the full store.
+Microsoft-program roots: most of its 13-200 ms, docs/architecture.md §5). A chain can only
+end in a root whose subject is the issuer named by a certificate the signature carries, so
+each verify gets a store holding just those roots, and the same CTL rules as the full store.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Trust verdicts for the signatures of one file, with signify doing the cryptography.
 
-signify answers CERTIFICATE_ERROR for untrusted, self-signed and expired alike (DESIGN §5),
-so the verdict is derived here in a fixed order of precedence:
+signify answers CERTIFICATE_ERROR for untrusted, self-signed and expired alike
+(docs/architecture.md §5), so the verdict is derived here in a fixed order of precedence:
 Malformed > Distrusted > InvalidDigest > BadSignature > UntrustedRoot > Expired >
 InvalidChain > Ok.
 """
@@ -189,7 +189,7 @@ def _verify_one(
         indirect = signature.indirect_data
         algorithm = indirect.digest_algorithm().name
         signed_digest = indirect.digest
-    except Exception as exc:  # signify raises bare ValueError on garbage (DESIGN §5)
+    except Exception as exc:  # signify raises bare ValueError on garbage (docs/architecture.md §5)
         if not _is_bad_input(exc):
             raise
         detail = f"the signature does not parse: {_message(exc)}"

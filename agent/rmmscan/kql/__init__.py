@@ -4,7 +4,7 @@ Pure: no I/O. :func:`parse_query` takes a hunting query (``let`` time bounds, th
 stages, one final ``summarize``) and returns a :class:`Query` whose :meth:`Query.matches` says
 whether Kusto's ``where`` clauses would keep a row. :func:`parse_predicate` takes one predicate
 (an allowlist entry). Anything outside the subset below is refused with a :class:`KqlError`
-naming the file, line, column and construct (DESIGN.md §3).
+naming the file, line, column and construct (docs/architecture.md §3).
 
 Semantics, and the Kusto documentation each decision follows
 (pages under https://learn.microsoft.com/kusto/query/; the markdown sources are in
