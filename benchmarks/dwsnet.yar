@@ -23,7 +23,7 @@ rule DWSNET_signed_PE
 {
     meta:
         description = "PE with an Authenticode signature whose signer is DWService's (DWSNET OU / DWSNET srl)"
-        reference = "shared/reference/sentinel-rmm-filesig/rmm_DWService_filesig.yaml"
+        reference = "rules/upstream/rmm_DWService_filesig.yaml"
         mitre = "T1219"
 
     condition:
