@@ -41,10 +41,10 @@ if not REPLAY:
         import rmmscan.inspect.trust
         import rmmscan.inspect.verify  # noqa: F401
         from rmmscan.inspect import Inspector, inspect_stream, version_info
-        from rmmscan.rows import signature_rows
+        from rmmscan.rows.build import signature_rows
 else:
     from rmmscan.inspect import Inspector, inspect_stream, version_info
-    from rmmscan.rows import signature_rows
+    from rmmscan.rows.build import signature_rows
 
 import mutate  # noqa: E402  (tests/mutate.py)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from rmmscan.device import device_name
+from rmmscan.sources.device import device_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"

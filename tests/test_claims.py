@@ -16,8 +16,8 @@ import time
 import pytest
 from sweeptree import PE_DIR, TEST_ROOT, stable_set
 
-from rmmscan import claims as claiming
-from rmmscan.claims import Claims, fixed_owner
+from rmmscan.sources import claims as claiming
+from rmmscan.sources.claims import Claims, fixed_owner
 
 FORK = multiprocessing.get_context("fork")
 PATHS = [f"/c/dir{i:04}/sub" for i in range(2000)] + ["/c/naïve", "/c/\udcff-bytes"]
@@ -136,7 +136,8 @@ def test_claims_that_cannot_be_made_give_the_fixed_split():
 _WITHOUT_FCNTL = """
 import sys
 sys.modules["fcntl"] = None  # import fcntl raises ImportError from here on
-from rmmscan import claims, cli
+from rmmscan.sources import claims
+from rmmscan.cli import main as cli
 assert claims.fcntl is None and claims.make(2) is None
 sys.exit(cli.main(sys.argv[1:]))
 """

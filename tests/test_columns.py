@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rmmscan.columns import COLUMNS, DEFENDER, SCHEMA_VERSION, markdown_table
+from rmmscan.rows.columns import COLUMNS, DEFENDER, SCHEMA_VERSION, markdown_table
 
 from conftest import ROOT
 

@@ -18,7 +18,7 @@ import mutate
 import pytest
 
 from rmmscan.inspect import Anomaly, Inspector, Status, inspect_stream
-from rmmscan.rows import signature_rows
+from rmmscan.rows.build import signature_rows
 
 from conftest import PE_DIR, ROOT, SAMPLES, TEST_ROOT
 

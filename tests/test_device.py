@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rmmscan.device import choose_name
+from rmmscan.sources.device import choose_name
 
 from conftest import PE_DIR
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import strategies as st
 
 from rmmscan.inspect import Inspector, Status, inspect_stream, pe, version_info
-from rmmscan.rows import signature_rows
+from rmmscan.rows.build import signature_rows
 
 from conftest import PE_DIR, SAMPLES, TEST_ROOT
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sweeptree import finish, start
 
-from rmmscan import rows
-from rmmscan.device import Device
-from rmmscan.facts import FileFacts
 from rmmscan.inspect import Inspector, hashes
 from rmmscan.inspect.hashes import PARALLEL_MIN, hash_stream
+from rmmscan.rows import build as rows
+from rmmscan.rows.facts import FileFacts
+from rmmscan.sources.device import Device
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "pe", "dwsnet-srl.exe")
 PKI = Path(__file__).resolve().parent.parent / "samples" / "pki"

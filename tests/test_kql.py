@@ -16,8 +16,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rmmscan.columns import QUERYABLE
-from rmmscan.kql import TABLES, KqlError, Predicate, Query, parse_predicate, parse_query
+from rmmscan.rows.columns import QUERYABLE
+from rmmscan.rules.kql import TABLES, KqlError, Predicate, Query, parse_predicate, parse_query
 
 # The StormEvents columns the doc examples use, plus S for the one-line table examples.
 STORM = {"State": "string", "EventType": "string", "EpisodeNarrative": "string", "S": "string"}

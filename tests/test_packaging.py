@@ -14,11 +14,11 @@ import pytest
 from conftest import ROOT
 
 # Folders of package data: setuptools counts each as a (namespace) package to be listed.
-DATA_PACKAGES = {"rmmscan.data", "rmmscan.rules.tests"}
+DATA_PACKAGES = {"rmmscan.data", "rmmscan.rules.bundled.tests"}
 
 
 def _packages_on_disk() -> set[str]:
-    found = {"rmmscan.rules", *DATA_PACKAGES}
+    found = {"rmmscan.rules.bundled", *DATA_PACKAGES}
     for init in (ROOT / "agent").rglob("__init__.py"):
         found.add(".".join(init.parent.relative_to(ROOT / "agent").parts))
     return found
@@ -69,9 +69,9 @@ def test_the_wheel_carries_the_project_license(wheel):
 def test_wheel_holds_the_rule_pack_and_its_tests(wheel):
     names = set(wheel.namelist())
     for rule in (ROOT / "rules").glob("*.yaml"):
-        assert f"rmmscan/rules/{rule.name}" in names
-        assert f"rmmscan/rules/tests/{rule.name}" in names, f"no test rows for {rule.name}"
-    assert "rmmscan/rules/LICENSE-sentinel-rmm-filesig" in names
+        assert f"rmmscan/rules/bundled/{rule.name}" in names
+        assert f"rmmscan/rules/bundled/tests/{rule.name}" in names, f"no test rows for {rule.name}"
+    assert "rmmscan/rules/bundled/LICENSE-sentinel-rmm-filesig" in names
     assert "rmmscan/data/distrust.json" in names
 
 
@@ -81,7 +81,7 @@ def test_installed_wheel_loads_its_rules_and_scans(wheel, tmp_path):
     wheel.extractall(site)
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import rmmscan, rmmscan.rulebook as rb, rmmscan.ruletests as rt;"
+        "import rmmscan, rmmscan.rules.pack as rb, rmmscan.rules.testrows as rt;"
         "assert rmmscan.__file__.startswith(sys.argv[1]), rmmscan.__file__;"
         "pack = rb.load_pack(); report = rt.run_tests(pack);"
         "assert report.ok, (report.problems, report.failures[:3]);"

@@ -13,12 +13,12 @@ import textwrap
 
 import pytest
 
-from rmmscan.device import Device
-from rmmscan.facts import FileFacts
 from rmmscan.inspect import Inspector
-from rmmscan.pipeline import Pipeline
-from rmmscan.rows import FileRef, file_columns
-from rmmscan.rulebook import load_pack
+from rmmscan.rows.build import FileRef, file_columns
+from rmmscan.rows.facts import FileFacts
+from rmmscan.rules.judge import Pipeline
+from rmmscan.rules.pack import load_pack
+from rmmscan.sources.device import Device
 
 from conftest import PE_DIR, TEST_ROOT
 
@@ -201,9 +201,9 @@ def test_a_file_the_rules_could_not_judge_is_emitted_unjudged(bundled):
 
 def sweep_dir(tmp_path, pipeline, inspector, names):
     """One real sweep (one thread) of a directory of samples, with a real scan cache."""
-    from rmmscan.cache import ScanCache
+    from rmmscan.engine.sweep import Sweep
     from rmmscan.sources.walk import Tally, WalkOptions
-    from rmmscan.sweep import Sweep
+    from rmmscan.state.cache import ScanCache
 
     root = tmp_path / "tree"
     root.mkdir()
@@ -254,7 +254,7 @@ def test_rmmscan_inspect_reports_bugs_per_file_and_goes_on(tmp_path, monkeypatch
     """`rmmscan inspect A B C`: a bug inspection recorded on A is said (exit 2) with A's rows
     printed; an exception escaping on B is said, and C is still inspected. The bugs are made
     by hand: the fuzzer's findings that once raised are fixed as they are found."""
-    from rmmscan import cli
+    from rmmscan.cli import main as cli
 
     buggy, crashing, fine = (tmp_path / n for n in ("buggy.exe", "crashing.exe", "fine.exe"))
     shutil.copy(PE_DIR / "dwsnet-ou.exe", buggy)

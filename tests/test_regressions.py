@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rmmscan.inspect import Inspector, Status, inspect_stream, version_info
-from rmmscan.rows import signature_rows
+from rmmscan.rows.build import signature_rows
 
 from conftest import TEST_ROOT
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from rmmscan.scan import distinct_roots
+from rmmscan.cli.scan import distinct_roots
 
 from conftest import PE_DIR, TEST_ROOT
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import random
 
-from rmmscan.rule_memo import RuleSet, first_column
-from rmmscan.rulebook import load_pack
-from rmmscan.ruletests import Problems, load_tests
+from rmmscan.rules.memo import RuleSet, first_column
+from rmmscan.rules.pack import load_pack
+from rmmscan.rules.testrows import Problems, load_tests
 
 
 def _rows():

@@ -9,18 +9,18 @@ import shutil
 import pytest
 import yaml
 
-from rmmscan import rules_cli
-from rmmscan.allowlist import load_allowlist, parse_allowlist
-from rmmscan.columns import QUERYABLE
-from rmmscan.rule_export import export
-from rmmscan.rulebook import (
+from rmmscan.cli import rules as rules_cli
+from rmmscan.rows.columns import QUERYABLE
+from rmmscan.rules.allowlist import load_allowlist, parse_allowlist
+from rmmscan.rules.export import export
+from rmmscan.rules.pack import (
     CUSTOM_TABLE,
     DEFENDER_TABLE,
     Problems,
     RuleLoadError,
     load_pack,
 )
-from rmmscan.ruletests import load_tests, run_tests
+from rmmscan.rules.testrows import load_tests, run_tests
 
 from conftest import ROOT
 

@@ -16,12 +16,12 @@ import unicodedata
 import pytest
 import yaml
 
-from rmmscan.device import Device
 from rmmscan.inspect import Inspector, hash_stream, inspect_stream, version_info
 from rmmscan.inspect.certificates import cert_info
-from rmmscan.rows import FileRef, make_rows
-from rmmscan.rulebook import load_pack
-from rmmscan.ruletests import run_tests
+from rmmscan.rows.build import FileRef, make_rows
+from rmmscan.rules.pack import load_pack
+from rmmscan.rules.testrows import run_tests
+from rmmscan.sources.device import Device
 
 from conftest import PE_DIR, ROOT, TEST_ROOT
 
@@ -208,7 +208,7 @@ BROAD = {
 
 
 def row_getter(values: dict):
-    from rmmscan.columns import QUERYABLE
+    from rmmscan.rows.columns import QUERYABLE
 
     return lambda c: values.get(c, "" if QUERYABLE[c] == "string" else None)
 

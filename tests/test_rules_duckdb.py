@@ -13,7 +13,7 @@ implementation (a full ANTLR grammar of KQL translated to DuckDB SQL; docs/archi
    separators, normalization), duckdb-kql against rmmscan's engine row by row.
 
 The queries and the test rows are read here straight from the YAML files, not through
-rmmscan's loader. The tables have all 41 columns of ``rmmscan.columns`` with DuckDB types
+rmmscan's loader. The tables have all 41 columns of ``rmmscan.rows.columns`` with DuckDB types
 for their Kusto types. A string the row leaves out (or that a scan emits as null) is ``""``:
 Kusto's string type has no null ("the string type doesn't support null values",
 https://learn.microsoft.com/kusto/query/scalar-data-types/null-values), which is also how
@@ -53,8 +53,8 @@ import duckdb_kql
 import pytest
 import yaml
 
-from rmmscan import columns as cols
-from rmmscan.rulebook import load_pack
+from rmmscan.rows import columns as cols
+from rmmscan.rules.pack import load_pack
 
 from conftest import ROOT, TEST_ROOT
 

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from rmmscan.columns import NAMES
-from rmmscan.rows import VERSION_FIELDS
+from rmmscan.rows.build import VERSION_FIELDS
+from rmmscan.rows.columns import NAMES
 
 from conftest import PE_DIR, TEST_ROOT
 

@@ -28,8 +28,8 @@ from sweeptree import (
     stable_set,
 )
 
-from rmmscan.cache import FORMAT
-from rmmscan.columns import NAMES
+from rmmscan.rows.columns import NAMES
+from rmmscan.state.cache import FORMAT
 
 CAFE = b"caf\xe9"  # a folder name that is not UTF-8: stored in the cache as bytes
 

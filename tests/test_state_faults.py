@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from sweeptree import NOBODY, Scan, Tree, scan, scan_command, scan_many, stable_set
 
-from rmmscan.cache import record_sum, row_sum
+from rmmscan.state.cache import record_sum, row_sum
 
 EMIT = ("--emit", "signed", "--format", "jsonl")  # records read back, and quiet PEs judged
 JOBS = {"jobs=1": ("-j", "1"), "default-jobs": ()}

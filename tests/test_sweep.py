@@ -29,7 +29,7 @@ from sweeptree import (
     stable_set,
 )
 
-from rmmscan.columns import NAMES
+from rmmscan.rows.columns import NAMES
 
 EXTENSIONS = (".dat", "", ".txt", ".jpg", ".tar.gz", ".EXE", ".dll", ".pdf", ".sys", ".")
 NOT_PE = {"not-a-pe.bin"}

@@ -45,7 +45,7 @@ from sweeptree import (
     stable_set,
 )
 
-from rmmscan.columns import NAMES
+from rmmscan.rows.columns import NAMES
 
 EVIL = "evil\x1b[31m\nname.exe"  # a colour escape and a newline
 EVIL_SHOWN = "evil\\x1b[31m\\nname.exe"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from ..columns import NAMES
+from ..rows.columns import NAMES
 
 
 def _cell(value):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ..inspect import Inspection, Verdict
-from ..rows import iso
+from ..rows.build import iso
 from ..text import brief, printable
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .rulebook import (
+from .pack import (
     CUSTOM_TABLE,
     DEFENDER_COLUMNS,
     DEFENDER_CONNECTORS,

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .claims import MAX_SHARES
-from .text import printable
+from .. import __version__
+from ..sources.claims import MAX_SHARES
+from ..text import printable
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="table: a human report (default); jsonl: one row per signature",
     )
     _trust_options(ins)
-    from .rules_cli import add_parser as add_rules
+    from .rules import add_parser as add_rules
 
     add_rules(sub)
     return parser
@@ -94,7 +94,7 @@ def _trust_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_scan(sub) -> None:
-    from .pipeline import EMIT_CHOICES
+    from ..rules.judge import EMIT_CHOICES
 
     p = sub.add_parser(
         "scan",
@@ -221,7 +221,7 @@ def _dispatch(args) -> int:
 
         return run(args)
     if args.command == "rules":
-        from .rules_cli import run
+        from .rules import run
 
         return run(args)
     return EXIT_ERROR
@@ -232,9 +232,9 @@ def _error(path, message: str) -> None:
 
 
 def _inspect(args) -> int:
-    from .inspect import Inspector, hash_stream, inspect_stream, version_info
-    from .sinks.report import write_report
-    from .sources.local import open_regular
+    from ..inspect import Inspector, hash_stream, inspect_stream, version_info
+    from ..sinks.report import write_report
+    from ..sources.local import open_regular
 
     for option in (*args.trusted_roots, *args.distrust):
         if not option.is_file():
@@ -294,7 +294,7 @@ class _RowWriter:
     """JSONL rows; the state (device id, ReportId counter) is opened with the first row."""
 
     def __init__(self, state_dir: Path | None):
-        from .sinks.jsonl import JsonlSink
+        from ..sinks.jsonl import JsonlSink
 
         self.state_dir = state_dir
         self.state = None
@@ -302,12 +302,12 @@ class _RowWriter:
         self.sink = JsonlSink(sys.stdout)
 
     def write(self, inspection, path: bytes, hashes, verdicts, version) -> None:
-        from .rows import FileRef, make_rows
+        from ..rows.build import FileRef, make_rows
 
         if self.state is None:
-            from .device import local_device
+            from ..sources.device import local_device
+            from ..state.store import State
             from .scan import warn
-            from .state import State
 
             # Never fatal: a state that cannot be used is kept in memory, with one warning.
             self.state = State(self.state_dir, warn)

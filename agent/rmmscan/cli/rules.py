@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .text import printable
+from ..text import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -70,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .rulebook import RuleLoadError, load_pack
+    from ..rules.pack import RuleLoadError, load_pack
 
     try:
         pack = load_pack(args.rules or None)
@@ -107,8 +107,8 @@ def _list(pack, args) -> int:
 
 def _validate(pack, args) -> int:
     if args.allowlist is not None:
-        from .allowlist import load_allowlist
-        from .rulebook import RuleLoadError
+        from ..rules.allowlist import load_allowlist
+        from ..rules.pack import RuleLoadError
 
         try:
             allowlist = load_allowlist(args.allowlist, pack=pack)
@@ -122,7 +122,7 @@ def _validate(pack, args) -> int:
 
 
 def _test(pack, args) -> int:
-    from .ruletests import run_tests
+    from ..rules.testrows import run_tests
 
     report = run_tests(pack)
     for failure in report.failures:
@@ -138,7 +138,7 @@ def _test(pack, args) -> int:
 
 
 def _export(pack, args) -> int:
-    from .rule_export import export
+    from ..rules.export import export
 
     exported = export(pack, args.table)
     try:

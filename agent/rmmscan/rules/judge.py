@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .facts import FileChanged, FileFacts, with_anomaly
-from .inspect.model import Anomaly
-from .rule_memo import RuleSet
+from ..inspect.model import Anomaly
+from ..rows.facts import FileChanged, FileFacts, with_anomaly
+from .memo import RuleSet
 
 EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL = "detections", "signed", "all"
 EMIT_CHOICES = (EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL)

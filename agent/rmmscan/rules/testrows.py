@@ -9,8 +9,8 @@ from importlib.resources.abc import Traversable
 
 import yaml
 
-from . import columns as cols
-from .rulebook import (
+from ..rows import columns as cols
+from .pack import (
     Problem,
     Problems,
     Rule,

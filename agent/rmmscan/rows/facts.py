@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-from . import rows
-from .cache import key_of
+from ..state.cache import key_of
+from . import build as rows
 from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
 
 
@@ -94,7 +94,7 @@ class FileFacts:
     @property
     def inspection(self):
         if self._inspection is None:
-            from .inspect import inspect_stream
+            from ..inspect import inspect_stream
 
             self._inspection = inspect_stream(self.stream, self.file["FileSize"])
         return self._inspection
@@ -126,7 +126,7 @@ class FileFacts:
 
     def version(self) -> dict:
         def compute():
-            from .inspect import version_info
+            from ..inspect import version_info
 
             # The header inspection parsed, when it ran (not for a file known from the cache).
             header = self._inspection.header if self._inspection is not None else None
@@ -137,7 +137,7 @@ class FileFacts:
 
     def hashes(self) -> dict:
         def compute():
-            from .inspect import hash_stream
+            from ..inspect import hash_stream
 
             size = self.file["FileSize"]
             hashes = self._hashed() or hash_stream(self.stream, size)
@@ -169,7 +169,7 @@ class FileFacts:
         pread leaves the descriptor's offset to the verification's reads. When no row is
         emitted after all (an allowlisted deployment), close() stops it at the next chunk.
         """
-        from .inspect.hashes import CAN_PREAD, PARALLEL_MIN
+        from ..inspect.hashes import CAN_PREAD, PARALLEL_MIN
 
         if (
             not CAN_PREAD
@@ -182,7 +182,7 @@ class FileFacts:
             fd = self.stream.fileno()
         except (AttributeError, OSError, ValueError):  # not a file (tests' BytesIO)
             return
-        from .inspect.hashes import hash_fd
+        from ..inspect.hashes import hash_fd
 
         box: list = []
         stop = threading.Event()
@@ -285,7 +285,7 @@ class FileFacts:
 def _byte_at(stream: BinaryIO, offset: int) -> bytes:
     """The byte at `offset`, if the file has one, read with pread where there is pread: the
     descriptor's offset is left to whoever else reads it."""
-    from .inspect.hashes import CAN_PREAD
+    from ..inspect.hashes import CAN_PREAD
 
     try:
         fd = stream.fileno()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from . import columns as cols
+from ..rows import columns as cols
 from . import kql
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -32,7 +32,7 @@ CUSTOM_TABLE = "RmmScanFileCertificateInfo_CL"
 TABLES = {"defender": DEFENDER_TABLE, "custom": CUSTOM_TABLE}
 DEFENDER_COLUMNS = frozenset(cols.DEFENDER)
 DEFENDER_CONNECTORS = [{"connectorId": "MicrosoftThreatProtection", "dataTypes": [DEFENDER_TABLE]}]
-BUNDLED = "rmmscan.rules"
+BUNDLED = "rmmscan.rules.bundled"
 # A rule exported for the custom table gets an id derived from its own, so that both exports
 # can live in one workspace (Defender on some machines, rmmscan on others).
 EXPORT_NAMESPACE = uuid.UUID("5d0b1e0c-6f3a-4c59-9a4e-7a1f2f0c9d41")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from . import columns as cols
+from ..rows import columns as cols
 from . import kql
-from .rulebook import (
+from .pack import (
     Problem,
     Problems,
     RuleLoadError,

@@ -12,10 +12,10 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
+from ..sources.device import Device
+from ..text import brief, path_columns, plain_detail
 from .columns import NAMES, SIGNATURE, SOURCE
-from .device import Device
-from .inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
-from .text import brief, path_columns, plain_detail
 
 SIGNATURE_COLUMNS = tuple(n for n in NAMES if SOURCE[n] == SIGNATURE)
 

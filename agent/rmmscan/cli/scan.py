@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .text import printable
+from .. import __version__
+from ..text import printable
 
 EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 REPORT_ID_BLOCK = 1000
@@ -99,14 +99,14 @@ def _check_files(args) -> None:
 
 def _sink(fmt: str, out):
     if fmt == "jsonl":
-        from .sinks.jsonl import JsonlSink
+        from ..sinks.jsonl import JsonlSink
 
         return JsonlSink(out)
     if fmt == "csv":
-        from .sinks.csv import CsvSink
+        from ..sinks.csv import CsvSink
 
         return CsvSink(out)
-    from .sinks.table import TableSink
+    from ..sinks.table import TableSink
 
     return TableSink(out)
 
@@ -125,13 +125,13 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from .inspect import Inspector
-    from .pipeline import Pipeline
-    from .rulebook import RuleLoadError as RuleError
-    from .rulebook import load_pack
-    from .sinks.console import Console
-    from .sources.walk import Tally, WalkOptions
-    from .sweep import Sweep
+    from ..engine.sweep import Sweep
+    from ..inspect import Inspector
+    from ..rules.judge import Pipeline
+    from ..rules.pack import RuleLoadError as RuleError
+    from ..rules.pack import load_pack
+    from ..sinks.console import Console
+    from ..sources.walk import Tally, WalkOptions
 
     _check_files(args)
     try:
@@ -140,7 +140,7 @@ def _run(args) -> int:
         raise UsageError(str(exc)) from None
     allowlist = None
     if args.allowlist:
-        from .allowlist import load_allowlist
+        from ..rules.allowlist import load_allowlist
 
         try:
             allowlist = load_allowlist(args.allowlist, pack=pack)
@@ -154,8 +154,8 @@ def _run(args) -> int:
     roots = distinct_roots(os.path.abspath(p) for p in args.paths)
     excludes = tuple(args.exclude)
 
-    from .device import local_device
-    from .state import State
+    from ..sources.device import local_device
+    from ..state.store import State
 
     state = State(args.state_dir, warn)  # never fatal: in memory, with a warning, if it must
     if not state.directory_unusable:
@@ -164,7 +164,7 @@ def _run(args) -> int:
         device = local_device(state)
         cache = None
         if not args.no_cache and not state.directory_unusable:
-            from .cache import open_cache
+            from ..state.cache import open_cache
 
             cache = open_cache(state.directory, warn)
         out = sys.stdout
@@ -246,7 +246,7 @@ def _take(result, console, sink, cache, report_id) -> None:
     for path, kind, message in result.problems:
         console.problem(path, kind, message)
     if result.rows:
-        from .rows import iso
+        from ..rows.build import iso
 
         stamp = iso(dt.datetime.now(dt.UTC))
         for row in result.rows:

@@ -27,8 +27,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from .columns import HASH, NAMES, SIGNATURE, SOURCE, TYPES, VERDICT, VERSION
-from .state import ADVICE_ACCESS, Damaged, describe, error_code, is_damage, shown
+from ..rows.columns import HASH, NAMES, SIGNATURE, SOURCE, TYPES, VERDICT, VERSION
+from .store import ADVICE_ACCESS, Damaged, describe, error_code, is_damage, shown
 
 SCHEMA = """
 PRAGMA journal_mode = WAL;

@@ -27,15 +27,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import claims as claiming
-from . import rows
-from .cache import ScanCache, key_of
-from .facts import FileChanged, FileFacts, same_file, with_anomaly
-from .inspect.model import Anomaly
-from .pipeline import Pipeline
-from .sources.dirs import NotRegular, open_regular
-from .sources.walk import Tally, Walk, WalkOptions, join
-from .text import printable
+from ..inspect.model import Anomaly
+from ..rows import build as rows
+from ..rows.facts import FileChanged, FileFacts, same_file, with_anomaly
+from ..rules.judge import Pipeline
+from ..sources import claims as claiming
+from ..sources.dirs import NotRegular, open_regular
+from ..sources.walk import Tally, Walk, WalkOptions, join
+from ..state.cache import ScanCache, key_of
+from ..text import printable
 
 CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from ..columns import COSTS, QUERYABLE, SOURCE, TYPES
+from ...rows.columns import COSTS, QUERYABLE, SOURCE, TYPES
 from .lexer import EOF, IDENT, NUMBER, OP, STRING, Source, Token, tokenize
 from .model import Predicate, Query
 from .regex import RegexRefused, compile_search
