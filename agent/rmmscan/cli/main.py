@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from ..sinks.formats import FORMATS
 from ..sources.claims import MAX_SHARES
 from ..text import printable
 
@@ -16,7 +17,7 @@ EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (claims.py) holds this many owners
 
-COMMANDS = ("scan", "inspect", "rules")
+COMMANDS = ("scan", "inspect", "rules", "state")
 
 SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
 something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     from .rules import add_parser as add_rules
 
     add_rules(sub)
+    from .state import add_parser as add_state
+
+    add_state(sub)
     return parser
 
 
@@ -108,9 +112,10 @@ def _add_scan(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument(
         "--format",
-        choices=("table", "jsonl", "csv"),
+        choices=FORMATS,
         default="table",
-        help="table: for people (default); jsonl or csv: every column of every row",
+        help="table: a block per file, for people (default); line: one line per detection, "
+        "`path: RULE FOUND`; jsonl or csv: every column of every row",
     )
     p.add_argument("--output", "-o", metavar="FILE", help="write rows here instead of stdout")
     p.add_argument(
@@ -222,6 +227,10 @@ def _dispatch(args) -> int:
         return run(args)
     if args.command == "rules":
         from .rules import run
+
+        return run(args)
+    if args.command == "state":
+        from .state import run
 
         return run(args)
     return EXIT_ERROR

@@ -97,20 +97,6 @@ def _check_files(args) -> None:
             )
 
 
-def _sink(fmt: str, out):
-    if fmt == "jsonl":
-        from ..sinks.jsonl import JsonlSink
-
-        return JsonlSink(out)
-    if fmt == "csv":
-        from ..sinks.csv import CsvSink
-
-        return CsvSink(out)
-    from ..sinks.table import TableSink
-
-    return TableSink(out)
-
-
 def warn(message: str) -> None:
     """A warning on stderr (its paths already made printable): the scan goes on."""
     print(f"rmmscan: {message}", file=sys.stderr, flush=True)
@@ -177,7 +163,9 @@ def _run(args) -> int:
                     f"{printable(str(args.output))}: cannot write: {message}"
                 ) from None
         try:
-            sink = _sink(args.format, out)
+            from ..sinks.formats import stream_sink
+
+            sink = stream_sink(args.format, out)
             console = Console(sys.stderr, progress=args.progress and sys.stderr.isatty())
             problems: collections.deque = collections.deque()
             tally = Tally(on_problem=lambda *problem: problems.append(problem))
@@ -259,7 +247,7 @@ def _take(result, console, sink, cache, report_id) -> None:
         except BrokenPipeError:
             raise
         except OSError as exc:  # disk full, a closed file: the rows cannot be delivered
-            raise UsageError(f"cannot write the rows: {exc.strerror or exc}") from None
+            raise UsageError(str(exc)) from None
         console.emitted += len(result.rows)
     if cache is not None:
         for name, key, record, judged, flags in result.store:

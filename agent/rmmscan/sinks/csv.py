@@ -7,9 +7,11 @@ file name cannot add a row or a column. Booleans as true/false, as Kusto writes 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from typing import TextIO
 
 from ..rows.columns import NAMES
+from .sink import StreamSink
 
 
 def _cell(value):
@@ -20,13 +22,12 @@ def _cell(value):
     return value
 
 
-class CsvSink:
-    def __init__(self, out: TextIO):
-        self.out = out
+class CsvSink(StreamSink):
+    def __init__(self, out: TextIO, name: str = "standard output", owned: bool = False):
+        super().__init__(out, name, owned)
         self.writer = csv.writer(out, lineterminator="\r\n")
         self.writer.writerow(NAMES)
 
-    def write(self, rows: list[dict]) -> None:
+    def emit(self, rows: Sequence[dict]) -> None:
         for row in rows:
             self.writer.writerow([_cell(row.get(name)) for name in NAMES])
-        self.out.flush()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from collections.abc import Sequence
+
+from .sink import StreamSink
 
 
 def dumps(row: dict) -> str:
@@ -12,11 +14,6 @@ def dumps(row: dict) -> str:
     return json.dumps(row, ensure_ascii=True, separators=(",", ":"))
 
 
-class JsonlSink:
-    def __init__(self, out: TextIO):
-        self.out = out
-
-    def write(self, rows: list[dict]) -> None:
-        for row in rows:
-            self.out.write(dumps(row) + "\n")
-        self.out.flush()
+class JsonlSink(StreamSink):
+    def emit(self, rows: Sequence[dict]) -> None:
+        self.out.write("".join(dumps(row) + "\n" for row in rows))

@@ -7,9 +7,10 @@ name (JSON and CSV carry the exact value).
 
 from __future__ import annotations
 
-from typing import TextIO
+from collections.abc import Sequence
 
 from ..text import brief, printable
+from .sink import StreamSink
 
 FIELDS = (
     ("Rule", "RuleName"),
@@ -26,11 +27,8 @@ FIELDS = (
 )
 
 
-class TableSink:
-    def __init__(self, out: TextIO):
-        self.out = out
-
-    def write(self, rows: list[dict]) -> None:
+class TableSink(StreamSink):
+    def emit(self, rows: Sequence[dict]) -> None:
         for row in rows:
             self.out.write(printable(str(row.get("FolderPath") or "")) + "\n")
             for label, name in FIELDS:
@@ -39,4 +37,3 @@ class TableSink:
                     continue
                 self.out.write(f"  {label + ':':<12}{printable(brief(str(value), 2000))}\n")
             self.out.write("\n")
-        self.out.flush()

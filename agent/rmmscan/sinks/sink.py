@@ -1,0 +1,63 @@
+"""The sink contract: what every destination of rows promises the engine.
+
+``write(rows)`` returns once the rows are as durable as the sink promises (a stream sink: handed
+to the operating system; a forwarding sink: in its outbox on disk). It raises ``SinkError`` when
+they cannot be delivered, and never drops a row silently. ``flush()`` pushes out whatever a sink
+still buffers; ``close()`` flushes and releases what the sink opened (a file it was given by its
+caller stays open). A sink is driven from one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TextIO
+
+
+class SinkError(OSError):
+    """Rows could not be delivered: the message says where and why."""
+
+
+class Sink(Protocol):
+    def write(self, rows: Sequence[dict]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StreamSink:
+    """A sink that writes text to a stream; ``owned`` streams (a file opened for --output) are
+    closed by ``close``, others (stdout) only flushed."""
+
+    def __init__(self, out: TextIO, name: str = "standard output", owned: bool = False):
+        self.out, self.name, self.owned = out, name, owned
+
+    def write(self, rows: Sequence[dict]) -> None:
+        try:
+            self.emit(rows)
+            self.out.flush()
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): the caller says so, without a traceback
+        except OSError as exc:
+            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
+
+    def emit(self, rows: Sequence[dict]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        """Buffered rows are written here: a failure loses rows, so it raises SinkError."""
+        if not self.owned:
+            self.flush()
+            return
+        try:
+            self.out.close()
+        except OSError as exc:
+            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
