@@ -84,8 +84,8 @@ class Inspector:
     """Holds the trust context, built on the first verification and reused after.
 
     Verification is serialized: the trust context's certificates are asn1crypto objects that
-    parse lazily on first access, which is not thread-safe (two sweep workers racing on a
-    first verification raised KeyError from inside asn1crypto). Verification runs only for
+    parse lazily on first access, which is not thread-safe (two threads racing on a first
+    verification make asn1crypto raise KeyError from inside). Verification runs only for
     rows a rule or the emission reaches, so the lock costs little.
     """
 

@@ -68,7 +68,7 @@ class TrustStore:
     )
     distrust: list[DistrustEntry] = field(default_factory=list)
     # The Microsoft root program's roots by SHA-1 thumbprint, and which of them are
-    # Microsoft's own, decided on first ask: reading all ~570 subjects took half the build.
+    # Microsoft's own, decided on first ask: reading all ~570 subjects would be half the build.
     _program: dict[str, x509.Name] = field(default_factory=dict)
     _microsoft: dict[str, bool] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """The user's trust files, read without signify: PEM roots and distrust lists.
 
 Checked at start-up, so that a bad option fails before a sweep begins, without building the
-trust context (about 1 s, trust.py) that a sweep may never need.
+trust context (trust.py says what that costs) that a sweep may never need.
 """
 
 from __future__ import annotations

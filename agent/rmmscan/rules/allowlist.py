@@ -9,7 +9,7 @@ An allowlist is a YAML list of entries::
         and FolderPath startswith @'C:\\Program Files\\DWAgent\\'
       rules: [642b39b7-18eb-46eb-ba1f-bf70befae05e]   # optional: default, every rule
 
-``where`` is a predicate in the rules' KQL (:func:`rmmscan.kql.parse_predicate`) over the
+``where`` is a predicate in the rules' KQL (:func:`rmmscan.rules.kql.parse_predicate`) over the
 row's columns. A detection of a rule on a row is suppressed by the first entry that applies
 to the rule and whose predicate holds on the row; the sweep counts suppressions per entry.
 """

@@ -1,4 +1,4 @@
-"""The rule pack as the pipeline evaluates it: once per distinct value, not once per file.
+"""The rule pack as rules/judge.py evaluates it: once per distinct value, not once per file.
 
 Most rules are decided by their first column alone (``Signer has_any (...)`` is false for
 every Microsoft-signed DLL), and a machine has few distinct signers. A compiled rule is a pure
@@ -6,8 +6,8 @@ function of the values it reads, and it always reads the same column first (its 
 are ordered at compile time), so a rule that read only that column and was false is false for
 every row with the same value there. Rules are grouped by that first column; per value, the
 memo keeps the rules the value alone did not rule out, and only those are evaluated.
-What the rules read (version information, verdicts) is not saved; what is saved is measured
-in benchmarks/README.md (the sweep profiles of runs A and D).
+What the rules read (version information, verdicts) is not saved. What rule evaluation
+costs a sweep, with the memo, is in benchmarks/README.md (sweep profile).
 """
 
 from __future__ import annotations

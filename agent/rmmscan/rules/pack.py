@@ -2,12 +2,13 @@
 
 A rule file is a Sentinel hunting query (``id``, ``name``, ``description``,
 ``requiredDataConnectors``, ``tactics``, ``relevantTechniques``, ``query``). Its query is parsed
-by :mod:`rmmscan.kql`; the endpoint evaluates the query's ``where`` predicates on each row.
+by :mod:`rmmscan.rules.kql`; the endpoint evaluates the query's ``where`` predicates on each row.
 Loading reports every problem of a pack at once, each with its file and line and what to do.
 
 Beside each rule file, ``tests/<same name>`` holds rows the rule must match (``positive``) and
-rows it must not (``negative``): :mod:`rmmscan.ruletests` runs them. :mod:`rmmscan.rule_export`
-writes each rule as a hunting query for Defender's table or for rmmscan's own table.
+rows it must not (``negative``): :mod:`rmmscan.rules.testrows` runs them.
+:mod:`rmmscan.rules.export` writes each rule as a hunting query for Defender's table or for
+rmmscan's own table.
 """
 
 from __future__ import annotations

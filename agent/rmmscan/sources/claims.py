@@ -1,11 +1,11 @@
 """Which sweep process visits a directory: the first one to reach it.
 
-Every sweep process walks the whole tree in the same order (sweep.py); each directory is
-visited by exactly one of them. A fixed split (a hash of the path mod N) left one process
-with 2.96 s of CPU and the other with 1.69 s on the benchmark corpus (an ad-hoc poll, quoted
-in benchmarks/README.md; bench_sweep.py now records the split), because the expensive files
-are few and clustered. Here the first process to reach a directory claims it, so a process
-busy with a 158 MiB installer falls behind and the others take what it would have had.
+Every sweep process walks the whole tree in the same order (engine/sweep.py); each directory
+is visited by exactly one of them. A fixed split (a hash of the path mod N) leaves the work
+uneven, because the expensive files are few and clustered: on the benchmark corpus one
+process gets 2.96 s of CPU and the other 1.69 s (benchmarks/README.md, sweep processes).
+Here the first process to reach a directory claims it, so a process busy with a 158 MiB
+installer falls behind and the others take what it would have had.
 
 The claims live in an anonymous shared mapping made before the fork: an open-addressed table
 of 120-bit keyed digests of the path (a random key per sweep, so no file name can be chosen to
@@ -46,7 +46,7 @@ class Claims:
     def __init__(self, shares: int, slots: int = DEFAULT_SLOTS):
         if not 0 < shares <= MAX_SHARES or slots & (slots - 1):
             raise ValueError(f"at most {MAX_SHARES} shares, and a power of two of slots")
-        # Imported here: cli.py imports this module for MAX_SHARES at every command's start,
+        # Imported here: cli/main.py imports this module for MAX_SHARES at every command's start,
         # and tempfile alone costs 4 ms there; only a sweep with processes makes claims.
         import mmap
         import tempfile

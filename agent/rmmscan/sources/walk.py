@@ -11,7 +11,7 @@ os.fsencode gives back the exact bytes, and no per-file conversion is paid.
 Nothing here is fatal: unreadable or vanished directories, special files, symlinks not
 followed, loops and excluded paths are reported to the ``Tally`` and the walk goes on.
 
-Several processes can share one sweep (sweep.py): each walks every directory, but visits,
+Several processes can share one sweep (engine/sweep.py): each walks every directory, but visits,
 and reports what it saw in, only the directories ``owns`` gives it (the ones it claimed first,
 claims.py), so the processes together visit each directory once.
 """
@@ -85,7 +85,7 @@ _MUTED = _Muted()
 class Excludes:
     """--exclude patterns (fnmatchcase): one with a slash matches the whole path, one without
     matches the name. Each kind is compiled into one regex, and the path is joined only when
-    a path pattern exists: fnmatchcase per pattern, with a path joined for every entry, was
+    a path pattern exists: fnmatchcase per pattern, with a path joined for every entry, costs
     13 % of a rescan's CPU with a single pattern."""
 
     def __init__(self, patterns: Sequence[str]):
