@@ -78,16 +78,18 @@ def test_bash_reads_every_shown_name_back_to_its_bytes():
 
 def test_the_table_and_console_show_names_unambiguously_and_jsonl_exactly():
     rows = [
-        {"FolderPath": "/x/a\tb.exe", "Signer": "Tab\tSigner", "RuleName": "r"},
-        {"FolderPath": "/x/a\\tb.exe", "Signer": "Tab\\tSigner", "RuleName": "r"},
-    ]
+        {"FolderPath": "/x/a\tb.exe", "SignatureIndex": 0, "Signer": "Tab\tSigner",
+         "RuleName": "r"},
+        {"FolderPath": "/x/a\\tb.exe", "SignatureIndex": 0, "Signer": "Tab\\tSigner",
+         "RuleName": "r"},
+    ]  # fmt: skip
     out = io.StringIO()
     TableSink(out).write(rows)
     blocks = [b.splitlines() for b in out.getvalue().split("\n\n") if b.strip()]
     assert blocks[0][0] == "$'/x/a\\tb.exe'"
     assert blocks[1][0] == "/x/a\\tb.exe"
-    assert "  Signer:     $'Tab\\tSigner'" in blocks[0]
-    assert "  Signer:     Tab\\tSigner" in blocks[1]
+    assert "  Signature 0:  $'Tab\\tSigner'" in blocks[0]
+    assert "  Signature 0:  Tab\\tSigner" in blocks[1]
     assert [json.loads(dumps(r)) for r in rows] == rows  # JSON keeps the exact names
 
     err = io.StringIO()
