@@ -16,7 +16,7 @@ import pytest
 from rmmscan.inspect import Inspector
 from rmmscan.rows.build import FileRef, file_columns
 from rmmscan.rows.facts import FileFacts
-from rmmscan.rules.judge import Pipeline
+from rmmscan.rules.judge import Judge as Pipeline
 from rmmscan.rules.pack import load_pack
 from rmmscan.sources.device import Device
 
@@ -199,23 +199,27 @@ def test_a_file_the_rules_could_not_judge_is_emitted_unjudged(bundled):
     assert judgement.problems and judgement.problems[0][0] == "failed"
 
 
-def sweep_dir(tmp_path, pipeline, inspector, names):
-    """One real sweep (one thread) of a directory of samples, with a real scan cache."""
+def sweep_dir(tmp_path, judge, inspector, names):
+    """One real sweep (one thread) of a directory of samples, with a real scan cache; the
+    batch the sweep hands to the engine's delivery."""
+    from rmmscan.engine.engine import Engine
+    from rmmscan.engine.options import Options
     from rmmscan.engine.sweep import Sweep
-    from rmmscan.sources.walk import Tally, WalkOptions
-    from rmmscan.state.cache import ScanCache
 
     root = tmp_path / "tree"
     root.mkdir()
     for name in names:
         shutil.copy(PE_DIR / name, root / name)
-    cache = ScanCache(tmp_path / "state")
-    results = []
-    sweep = Sweep(pipeline, inspector, DEVICE, cache, "gen", fingerprint="fp")
-    sweep.run([str(root)], Tally(), WalkOptions(), 1, lambda r: r and results.append(r))
-    cache.close()
-    (result,) = results
-    return root, result
+    options = Options(trusted_roots=(TEST_ROOT,), system_roots=False, state_dir=tmp_path / "s")
+    engine = Engine(options, warn=print)
+    engine.judge_rows, engine.inspector = judge, inspector
+    engine.open_state()
+    batches = []
+    engine.deliver = batches.append
+    Sweep(engine).run([str(root)])
+    engine.close()
+    (batch,) = batches
+    return root, batch
 
 
 def test_a_crashing_rule_in_the_sweep_fails_the_file_keeps_its_rows_and_caches_nothing(
@@ -252,7 +256,8 @@ def test_errors_inspection_recorded_are_failures_with_the_rows_still_emitted(tmp
 
 def test_rmmscan_inspect_reports_bugs_per_file_and_goes_on(tmp_path, monkeypatch, capsys):
     """`rmmscan inspect A B C`: a bug inspection recorded on A is said (exit 2) with A's rows
-    printed; an exception escaping on B is said, and C is still inspected. The bugs are made
+    printed; an exception escaping on B is said with B's rows as far as they could be made,
+    and C is still inspected. The bugs are made
     by hand: the fuzzer's findings that once raised are fixed as they are found."""
     from rmmscan.cli import main as cli
 
@@ -277,10 +282,15 @@ def test_rmmscan_inspect_reports_bugs_per_file_and_goes_on(tmp_path, monkeypatch
                        str(buggy), str(crashing), str(fine)])  # fmt: skip
     out, err = capsys.readouterr()
     assert status == 2
-    names = [json.loads(line)["FileName"] for line in out.splitlines()]
-    assert names == ["buggy.exe", "fine.exe"]
-    assert f"rmmscan: {buggy}: internal error: verification: KeyError: 'a bug'" in err
-    assert f"rmmscan: {crashing}: internal error: ZeroDivisionError: a bug escaping" in err
+    rows = [json.loads(line) for line in out.splitlines()]
+    # The crashing file's row still leaves, with what could be read, marked.
+    assert [r["FileName"] for r in rows] == ["buggy.exe", "crashing.exe", "fine.exe"]
+    assert "internal_error" in json.loads(rows[1]["Anomalies"])
+    assert rows[1]["IsTrusted"] is None and len(rows[1]["SHA256"]) == 64
+    assert (f"rmmscan: {buggy}: internal error in inspection: verification: KeyError: 'a bug'"
+            in err)  # fmt: skip
+    assert (f"rmmscan: {crashing}: internal error in completing a row: ZeroDivisionError: "
+            "a bug escaping inspection") in err  # fmt: skip
     assert "Traceback" not in err
 
 

@@ -303,20 +303,26 @@ def test_table_shows_every_detection(tree, runs):
     assert done.returncode == 1, done
     text = done.text
     rows = runs["detections"].rows
-    blocks = [b for b in text.split("\n\n") if b.strip()]
-    assert len(blocks) == len(rows)
-    shown = sorted((b.splitlines()[0], re.search(r"\n  Rule: +(.*)", b).group(1)) for b in blocks)
-    # printable() quotes the names with a bidi override, the one character of these names it
-    # must escape, as $'…' with \u202e; the others are shown as they are
-    assert shown == sorted(
-        (
-            "$'" + r["FolderPath"].replace("\u202e", "\\u202e") + "'"
-            if "\u202e" in r["FolderPath"]
-            else r["FolderPath"],
-            r["RuleName"],
-        )
-        for r in rows
-    )
+    # one block per file, listing every rule the file matched
+    blocks = [b.splitlines() for b in text.split("\n\n") if b.strip()]
+    wanted: dict[str, set] = {}
+    for r in rows:
+        path = r["FolderPath"]
+        # printable() quotes the names with a bidi override, the one character of these names
+        # it must escape, as $'…' with \u202e; the others are shown as they are
+        if "\u202e" in path:
+            path = "$'" + path.replace("\u202e", "\\u202e") + "'"
+        wanted.setdefault(path, set()).add(r["RuleName"])
+    shown = {
+        b[0]: {
+            re.sub(r"  \(signatures? [\d, ]+\)$", "", line[16:])
+            for line in b
+            if line.startswith(("  Rules:", " " * 16))
+        }
+        for b in blocks
+    }
+    assert len(blocks) == len(shown) == len(wanted)
+    assert shown == wanted
     assert "\u202e" not in text and "\u202e" not in done.stderr  # bidi override escaped
 
 

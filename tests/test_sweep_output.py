@@ -16,4 +16,6 @@ def test_a_full_disk_is_exit_2_with_a_message(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "rmmscan: cannot write the rows to standard output: No space left on device"
+    assert proc.stderr.strip() == (
+        "rmmscan: cannot write the rows to /dev/full: No space left on device"
+    )

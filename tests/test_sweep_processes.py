@@ -107,7 +107,7 @@ def test_ctrl_c_ends_every_sweep_process(tree, tmp_path):
 
 
 def test_sweep_processes_end_when_the_parent_is_killed(tmp_path):
-    """SIGTERM (or the OOM killer) ends the parent without its cleanup: its sweep processes
+    """SIGKILL (the OOM killer) ends the parent without its cleanup: its sweep processes
     must notice, not block forever on a pipe nobody reads. Both are held at their first
     listing of the root until the parent is gone, then let go over 3,000 folders of results."""
     root = tmp_path / "wide"
@@ -120,7 +120,7 @@ def test_sweep_processes_end_when_the_parent_is_killed(tmp_path):
     parent = _rmmscan_under(run.proc.pid)
     sweepers = parent.children()
     assert len(sweepers) == 2
-    parent.send_signal(signal.SIGTERM)
+    parent.send_signal(signal.SIGKILL)
     psutil.wait_procs([parent], timeout=10)
     for tid in run.tids:
         os.kill(tid, signal.SIGCONT)

@@ -11,6 +11,7 @@ import subprocess
 
 from rmmscan.sinks.console import Console
 from rmmscan.sinks.jsonl import dumps
+from rmmscan.sinks.stats import ScanStats
 from rmmscan.sinks.table import TableSink
 from rmmscan.text import printable
 
@@ -93,7 +94,7 @@ def test_the_table_and_console_show_names_unambiguously_and_jsonl_exactly():
     assert [json.loads(dumps(r)) for r in rows] == rows  # JSON keeps the exact names
 
     err = io.StringIO()
-    console = Console(err, progress=False)
+    console = Console(err, ScanStats(), progress=False)
     console.problem("/x/a\tb.exe", "unreadable", "Permission denied")
     console.problem("/x/a\\tb.exe", "unreadable", "Permission denied")
     assert err.getvalue().splitlines() == [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 from .. import __version__
 from ..sinks.formats import FORMATS
 from ..sources.claims import MAX_SHARES
-from ..text import printable
+from .status import EXIT_ERROR, EXIT_INTERRUPTED
 
-EXIT_OK, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (claims.py) holds this many owners
 
@@ -204,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         print("rmmscan: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`rmmscan ... | head`): rows may be lost, so not success, but
         # no traceback; stdout is pointed at devnull so the interpreter's final flush is quiet.
@@ -220,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "inspect":
-        return _inspect(args)
+        from .inspect import run
+
+        return run(args)
     if args.command == "scan":
         from .scan import run
 
@@ -234,101 +234,3 @@ def _dispatch(args) -> int:
 
         return run(args)
     return EXIT_ERROR
-
-
-def _error(path, message: str) -> None:
-    print(f"rmmscan: {printable(os.fsdecode(path))}: {message}", file=sys.stderr)
-
-
-def _inspect(args) -> int:
-    from ..inspect import Inspector, hash_stream, inspect_stream, version_info
-    from ..sinks.report import write_report
-    from ..sources.local import open_regular
-
-    for option in (*args.trusted_roots, *args.distrust):
-        if not option.is_file():
-            _error(option, "option file not found or not a regular file")
-            return EXIT_ERROR
-    inspector = Inspector(args.trusted_roots, args.distrust, not args.no_system_roots)
-    try:
-        inspector.trust  # noqa: B018 - load the roots now, so a bad PEM fails before any file
-    except (ValueError, OSError) as exc:
-        print(f"rmmscan: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    rows = _RowWriter(args.state_dir)
-    status = EXIT_OK
-    for name in args.files:
-        path = os.fsencode(name)
-        try:
-            stream, _ = open_regular(path)
-        except OSError as exc:
-            _error(name, exc.strerror or str(exc))
-            status = EXIT_ERROR
-            continue
-        try:
-            with stream:
-                inspection = inspect_stream(stream)
-                verdicts = inspector.verify(stream, inspection) if inspection.is_pe else None
-                hashes = hash_stream(stream) if inspection.is_pe else None
-                version = (
-                    version_info(stream, inspection.size, inspection.header)
-                    if inspection.is_pe
-                    else {}
-                )
-            # Bugs inspection caught: said, and the rows of what was read still printed.
-            for error in getattr(inspection, "errors", None) or []:
-                _error(name, f"internal error: {printable(str(error))}")
-                status = EXIT_ERROR
-            if not inspection.is_pe:
-                _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
-            if args.format == "table":
-                write_report(sys.stdout, name, inspection, verdicts, hashes, version)
-            elif inspection.is_pe:
-                rows.write(inspection, os.path.abspath(path), hashes, verdicts, version)
-        except BrokenPipeError:
-            raise  # the reader went away: main() says so
-        except OSError as exc:
-            _error(name, f"read failed: {exc.strerror or exc}")
-            status = EXIT_ERROR
-        except Exception as exc:  # a bug on one file: said, and the next file is inspected
-            _error(
-                name, printable(f"internal error: {type(exc).__name__}: {exc}; please report it")
-            )
-            status = EXIT_ERROR
-    rows.close()
-    return status
-
-
-class _RowWriter:
-    """JSONL rows; the state (device id, ReportId counter) is opened with the first row."""
-
-    def __init__(self, state_dir: Path | None):
-        from ..sinks.jsonl import JsonlSink
-
-        self.state_dir = state_dir
-        self.state = None
-        self.device = None
-        self.sink = JsonlSink(sys.stdout)
-
-    def write(self, inspection, path: bytes, hashes, verdicts, version) -> None:
-        from ..rows.build import FileRef, make_rows
-
-        if self.state is None:
-            from ..sources.device import local_device
-            from ..state.store import State
-            from .scan import warn
-
-            # Never fatal: a state that cannot be used is kept in memory, with one warning.
-            self.state = State(self.state_dir, warn)
-            self.device = local_device(self.state)
-        n = max(1, len(inspection.signatures))
-        first = self.state.allocate("report_id", n)
-        ids = iter(range(first, first + n))
-        ref = FileRef(os.fsdecode(path), "inspect")
-        now = dt.datetime.now(dt.UTC)
-        rows = make_rows(inspection, ref, self.device, hashes, verdicts, ids.__next__, now, version)
-        self.sink.write(rows)
-
-    def close(self) -> None:
-        if self.state is not None:
-            self.state.close()

@@ -1,21 +1,25 @@
-"""The one-off sweep: walk (sources/walk.py) → facts → pipeline → one writer.
+"""The local sweep: walk (sources/walk.py) → engine.judge per file → engine.deliver.
 
-Workers list a directory, look its files up in the scan cache, open what missed, and judge
-every PE; they hand one ``DirResult`` per directory to the calling thread, which alone
-allocates ReportIds, writes sinks and the cache, and draws progress. Files are recognised by
+Workers list a directory, look its files up in the scan cache, open what missed, and have the
+engine judge every file; they hand one ``Batch`` per directory to the calling thread, which
+alone delivers (ReportIds, sinks, the cache) and draws progress. Files are recognised by
 content ("MZ" and a PE header), never by name.
 
-The workers are processes where the OS can fork: judging a PE is Python work, and threads
-share one core under the GIL (measured: 2 threads were slower than 1 on files in memory).
-Each process walks the whole tree but visits only the directories it claims first (claims.py),
-and sends its results down a pipe; elsewhere (Windows) they are threads.
+The workers are processes where the OS can fork and the process has no other thread yet:
+judging a PE is Python work, and threads share one core under the GIL. Each process walks the
+whole tree but visits only the directories it claims first (claims.py), and sends its results
+down a pipe. Elsewhere (Windows, or a process that already runs threads, where forking is
+unsafe) they are threads. Benchmarks/README.md compares the two.
+
+A stop event ends the sweep early: the walk takes no new directory and the workers no new
+file, what was judged is delivered, and the sweep returns within about a second even when a
+worker is busy with a large file (its result is then dropped; nothing of it was written).
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import errno
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -25,81 +29,57 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from ..inspect.model import Anomaly
-from ..rows import build as rows
-from ..rows.facts import FileChanged, FileFacts, same_file, with_anomaly
-from ..rules.judge import Pipeline
+from .. import portable
 from ..sources import claims as claiming
-from ..sources.dirs import NotRegular, open_regular
-from ..sources.walk import Tally, Walk, WalkOptions, join
-from ..state.cache import ScanCache, key_of
-from ..text import printable
+from ..sources.candidate import FileChanged, join
+from ..sources.localfile import LocalFile, key_of, listing_of
+from ..sources.walk import Tally, Walk, WalkOptions
+from .engine import Batch, Engine, problem_of
 
-CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
-
-
-@dataclass(slots=True)
-class DirResult:
-    root: str
-    path: str
-    files: int = 0
-    pe: int = 0
-    signed: int = 0
-    cached: int = 0
-    rows: list[dict] = field(default_factory=list)
-    detections: int = 0
-    suppressed: list[tuple[str, str]] = field(default_factory=list)
-    store: list[tuple] = field(default_factory=list)  # (name, key, record, judged, flags)
-    gone: list[str] = field(default_factory=list)
-    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, kind, message)
-
-
-FLAG_PE, FLAG_SIGNED = 1, 2
+FLAG_PE = 1
+FLAG_SIGNED = 2
 
 
 class Sweep:
     def __init__(
         self,
-        pipeline: Pipeline,
-        inspector,
-        device,
-        cache: ScanCache | None,
-        generation: str,
+        engine: Engine,
+        options: WalkOptions | None = None,
+        jobs: int = 1,
         source: str = "sweep",
-        fingerprint: str | None = None,
     ):
-        self.pipeline, self.inspector, self.device = pipeline, inspector, device
-        self.cache, self.generation, self.source = cache, generation, source
-        self.fingerprint = fingerprint  # of rules, allowlist, emit policy and trust options
+        self.engine, self.jobs, self.source = engine, jobs, source
+        self.options = options or WalkOptions()
+        self.cache = engine.cache
+        self.fingerprint = engine.fingerprint  # of rules, allowlist, emit policy and trust
         # Worker → calling thread. A deque the caller drains on a timer, not a Queue: a
-        # Queue wakes the caller for every directory, and under the GIL that hand-off was
-        # half of the 22 % of walk and hand-off in run A's rescan (benchmarks/README.md).
-        self.results: collections.deque[DirResult] = collections.deque()
+        # Queue wakes the caller for every directory, and under the GIL that hand-off costs
+        # a rescan more than the walk itself (benchmarks/README.md, sweep profile).
+        self.results: collections.deque[tuple[str, Batch]] = collections.deque()
         self._walked = threading.Event()
-        self._send = None  # in a sweep process: sends a DirResult to the parent
+        self._send = None  # in a sweep process: sends a Batch to the parent
+        self.stop = threading.Event()
         self.now = dt.datetime.now(dt.UTC)
 
     # -- worker side ---------------------------------------------------------------------
     def visit(self, root: str, directory, files: list[str], followed: frozenset[str]) -> None:
         path = directory.path
-        result = DirResult(root, path)
-        result.files = len(files)
-        cached = self.cache.lookup_dir(path) if self.cache is not None else None
+        result = Batch(path, files=len(files))
+        cache = self.cache
+        cached = cache.lookup_dir(path) if cache is not None else None
+        stop = self.stop
         for name in files:
+            if stop.is_set():
+                break
             follow = name in followed
+            candidate = LocalFile(directory, name, follow, self.source)
             try:
-                record = None
-                listed = None
+                record = listing = None
                 if cached:
-                    listed = directory.stat_child(name, follow)
+                    st = directory.stat_child(name, follow)
                     hit = cached.get(name)  # (name, key, judged, flags, rsum, sum)
-                    if (
-                        hit is not None
-                        and hit[1] == key_of(listed)
-                        and self.cache.sound(path, name, hit)
-                    ):
+                    if hit is not None and hit[1] == key_of(st) and cache.sound(path, name, hit):
                         flags = hit[3]
                         if not flags & FLAG_PE:
                             result.cached += 1
@@ -111,132 +91,79 @@ class Sweep:
                             result.pe += 1
                             result.signed += bool(flags & FLAG_SIGNED)
                             continue
-                        record = self.cache.record(path, name, hit)
+                        record = cache.record(path, name, hit)
                         if record is not None:  # else gone since the lookup, or damaged: read it
                             result.cached += 1
+                            listing = listing_of(st)
                 try:
-                    self._file(result, directory, name, follow, record, listed)
+                    outcome = self.engine.judge(candidate, self.now, record, listing)
                 except FileChanged:
                     if record is None:
                         raise
                     # The record is of the file as listed; what is there now is read afresh.
                     result.cached -= 1
-                    self._file(result, directory, name, follow, None, None)
-            except FileNotFoundError:
-                result.problems.append((join(path, name), "vanished", "vanished"))
-            except (NotRegular, FileChanged) as exc:
-                result.problems.append((join(path, name), "changed", str(exc)))
-            except OSError as exc:
-                message = exc.strerror or str(exc)
-                # ELOOP from O_NOFOLLOW: listed as a file, a symlink by the time it was opened.
-                kind = "changed" if exc.errno == errno.ELOOP else "unreadable"
-                result.problems.append((join(path, name), kind, message))
+                    outcome = self.engine.judge(candidate, self.now)
+                result.add(name, outcome)
             except Exception as exc:  # a bug on one file must not end a machine's sweep
-                message = printable(f"internal error: {type(exc).__name__}: {exc}")
-                result.problems.append((join(path, name), "failed", message))
-        if cached:
+                result.problems.append(problem_of(join(path, name), exc))
+        if cached and not stop.is_set():
             listed_names = set(files)
             result.gone = [name for name in cached if name not in listed_names]
         if self._send is not None:
             if result.rows or result.suppressed or result.store or result.gone or result.problems:
-                self._send(("dir", result))
-            else:  # most directories of a rescan: counts alone (a DirResult pickles at 6x)
+                self._send(("dir", (root, result)))
+            else:  # most directories of a rescan: counts alone (a Batch pickles at 6x)
                 self._send(("counts", (root, path, result.files, result.pe, result.signed,
                                        result.cached)))  # fmt: skip
             return
         while len(self.results) >= _BACKLOG and not self._walked.is_set():
             time.sleep(0.002)  # the writer is behind (a slow pipe): wait, keep memory flat
-        self.results.append(result)
-
-    def _file(self, result, directory, name: str, follow: bool, record, listed) -> None:
-        stream = None
-        if record is None:
-            fd, listed = open_regular(directory, name, follow)
-            try:
-                is_mz = os.read(fd, 2) == b"MZ"  # just opened: at offset 0
-                if is_mz:
-                    stream = os.fdopen(fd, "rb")
-            finally:
-                if stream is None:
-                    os.close(fd)
-            if not is_mz:
-                if self.cache is not None:
-                    result.store.append((name, key_of(listed), None, None, 0))
-                return
-
-        def reopen():
-            fd, st = open_regular(directory, name, follow)
-            if not same_file(listed, st):
-                os.close(fd)
-                raise FileChanged("changed since it was listed")
-            return os.fdopen(fd, "rb")
-
-        full = join(directory.path, name)
-        ref = rows.FileRef(full, self.source)
-        facts = FileFacts(
-            rows.file_columns(ref, self.device, listed.st_size),
-            (lambda: stream) if stream is not None else reopen,
-            self.inspector,
-            record,
-            self.now,
-            self.generation,
-        )
-        try:
-            judgement = self.pipeline.judge(facts)
-            # A file written to while it was read still reports what was read (a finding is
-            # never dropped), marked, counted, and not cached: the next sweep reads it again.
-            changed = facts.changed
-            opened = facts.opened
-            if not changed and opened and not same_file(listed, os.fstat(facts.stream.fileno())):
-                changed = "changed while it was read"
-            errors = facts.errors
-        finally:
-            facts.close()
-        # Exception texts can quote what the file holds: made printable like any name.
-        problems = [(full, kind, printable(message)) for kind, message in judgement.problems]
-        problems += [
-            (full, "failed", f"internal error in inspection: {printable(e)}") for e in errors
-        ]
-        if changed:
-            problems.append((full, "changed", changed))
-            mark = str(Anomaly.CHANGED_DURING_READ)
-            for row in judgement.rows:
-                row["Anomalies"] = with_anomaly(row["Anomalies"], mark)
-        result.problems.extend(problems)
-        # The rules' verdict on this file may be remembered only if it cannot change with time:
-        # nothing emitted or suppressed, and no verification read (a certificate expires).
-        quiet = not judgement.rows and not judgement.suppressed
-        judged = self.fingerprint if quiet and "verdict" not in facts.record else None
-        if facts.is_pe:
-            result.pe += 1
-            result.signed += judgement.signed
-        result.rows.extend(judgement.rows)
-        result.detections += judgement.detections
-        result.suppressed.extend(judgement.suppressed)
-        if self.cache is None or problems or not (facts.computed or judged is not None):
-            return  # nothing the cache does not already hold, or nothing it should
-        if not facts.is_pe:
-            result.store.append((name, key_of(listed), None, None, 0))
-            return
-        flags = FLAG_PE | (FLAG_SIGNED if judgement.signed else 0)
-        result.store.append((name, key_of(listed), facts.record, judged, flags))
+        self.results.append((root, result))
 
     # -- the calling thread ------------------------------------------------------------------
     def run(
         self,
         roots: Sequence[str],
-        tally: Tally,
-        options: WalkOptions,
-        jobs: int,
-        consume: Callable[[DirResult | None], None],
-    ) -> None:
-        """Walk with `jobs` workers; hand every DirResult to `consume` here, in this thread."""
-        if jobs > 1 and CAN_FORK:
-            self._run_processes(roots, tally, options, jobs, consume)
-        else:
-            self._run_threads(Walk(roots, self.visit, tally, options, jobs), consume)
+        tick: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> Tally:
+        """Sweep `roots`, delivering every batch through the engine here, in this thread, and
+        calling ``tick(current root)`` at least every quarter second (progress). Returns the
+        walk's tally: what it skipped, counted. ``stop`` ends the sweep early (see above);
+        the clock certificates are judged by is read now, once per sweep."""
+        if stop is not None:
+            self.stop = stop
+        self.now = dt.datetime.now(dt.UTC)
+        self._walked.clear()
+        problems: collections.deque = collections.deque()
+        tally = Tally(on_problem=lambda *problem: problems.append(problem))
+        stats = self.engine.stats
+        self.current_root = roots[0] if roots else ""
 
-    def _run_threads(self, walk: Walk, consume) -> None:
+        def take(item) -> None:
+            while problems:
+                stats.problem(*problems.popleft())
+            if item is not None:
+                self.current_root, batch = item
+                self.engine.deliver(batch)
+            if tick is not None:
+                tick(self.current_root)
+
+        try:
+            if self.jobs > 1 and portable.CAN_FORK and threading.active_count() == 1:
+                self._run_processes(roots, tally, take)
+            else:
+                walk = Walk(roots, self.visit, tally, self.options, self.jobs, stop=self.stop)
+                self._run_threads(walk, take)
+            take(None)
+        finally:
+            self.engine.stats.interrupted |= self.stop.is_set()
+        for what, n in tally.counts.items():
+            if what != "directories":
+                stats.count(what, n)
+        return tally
+
+    def _run_threads(self, walk: Walk, take) -> None:
         failure: list[BaseException] = []
 
         def drive():
@@ -250,50 +177,66 @@ class Sweep:
         thread = threading.Thread(target=drive, name="walk", daemon=True)
         thread.start()
         results = self.results
+        deadline = None
         while True:
             walked = self._walked.wait(_DRAIN_S)
             while results:
-                consume(results.popleft())
-            consume(None)  # a chance to redraw progress
+                take(results.popleft())
+            take(None)  # a chance to redraw progress
             if walked:
                 break
+            if self.stop.is_set():
+                # A worker may be deep in a large file: it is given a moment, then left
+                # behind (a daemon thread; what it finds is never delivered).
+                deadline = deadline or time.monotonic() + _GRACE_S
+                if time.monotonic() >= deadline:
+                    return
         thread.join()
         while results:  # appended between the last drain and the end of the walk
-            consume(results.popleft())
+            take(results.popleft())
         if failure:
             raise failure[0]
 
-    def _run_processes(self, roots, tally: Tally, options, jobs: int, consume) -> None:
+    def _run_processes(self, roots, tally: Tally, take) -> None:
         context = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # a child must not inherit, and write again, buffered output
         children = []
         receivers = []
+        jobs = self.jobs
         claims = claiming.make(jobs)
+        shared_stop = context.Event()
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             receivers.append(receiver)
             child = context.Process(
                 target=self._child,
-                args=(roots, options, share, jobs, claims, sender, tuple(receivers)),
+                args=(roots, share, jobs, claims, sender, tuple(receivers), shared_stop),
                 name=f"rmmscan-sweep-{share}",
                 daemon=True,
             )
             child.start()
             sender.close()
             children.append((child, receiver))
-        tally.current_root = roots[0] if roots else ""  # until a directory says otherwise
         waiting = {receiver: (child, share) for share, (child, receiver) in enumerate(children)}
         ended: set[int] = set()
+        deadline = None
+        wait_s = _STOP_S
         try:
             while waiting:
+                if self.stop.is_set():
+                    shared_stop.set()
+                    deadline = deadline or time.monotonic() + _GRACE_S
+                    if time.monotonic() >= deadline:
+                        wait_s = 0.0  # what they are still reading is not wanted
+                        break
                 for receiver in multiprocessing.connection.wait(list(waiting), _PROGRESS_S):
                     try:
                         messages = receiver.recv()
                     except EOFError:
                         child, share = waiting.pop(receiver)
                         child.join()
-                        if share not in ended:
+                        if share not in ended and not self.stop.is_set():
                             tally.problem(
                                 roots[0] if len(roots) == 1 else ", ".join(roots),
                                 "failed",
@@ -304,11 +247,11 @@ class Sweep:
                         continue
                     for kind, payload in messages:
                         if kind == "dir":
-                            tally.current_root = payload.root
-                            consume(payload)
+                            take(payload)
                         elif kind == "counts":
-                            tally.current_root = payload[0]
-                            consume(DirResult(*payload))
+                            root, *counts = payload
+                            path, files, pe, signed, cached = counts
+                            take((root, Batch(path, files, pe, signed, cached)))
                         elif kind == "problem":
                             tally.problem(*payload)
                         elif kind == "cache" and self.cache is not None:
@@ -317,23 +260,19 @@ class Sweep:
                             ended.add(waiting[receiver][1])
                             for what, n in payload.items():
                                 tally.count(what, n)
-                consume(None)
+                take(None)
         except BaseException:
-            for child, _ in children:  # Ctrl-C, output closed: the others stop too
-                child.terminate()
-            for child, _ in children:
-                child.join(_STOP_S)
-                if child.exitcode is None:  # stopped (SIGSTOP), or ignoring SIGTERM
-                    child.kill()
+            shared_stop.set()  # Ctrl-C, output closed: the others stop too
             raise
         finally:
+            _end([child for child, _ in children], wait_s)
             for child, receiver in children:
                 child.join()
                 receiver.close()
             if claims is not None:
                 claims.close()
 
-    def _child(self, roots, options, share: int, shares: int, claims, sender, receivers) -> None:
+    def _child(self, roots, share, shares, claims, sender, receivers, shared_stop) -> None:
         """One sweep process: its share of the directories, results down the pipe.
 
         Leaves with os._exit: nothing inherited from the parent (the scan cache's and the
@@ -346,12 +285,16 @@ class Sweep:
             for receiver in receivers:
                 receiver.close()
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
+            self.stop = stop = _ChildStop(shared_stop)
+            # SIGTERM (to the whole process group, from a deployment tool): this process
+            # stops as the parent does, at the next file, and reports what it has.
+            signal.signal(signal.SIGTERM, stop.signalled)
             lock = threading.Lock()
             batch: list = []
             sent = time.monotonic()
 
             def send(message, flush: bool = False) -> None:
-                # Batched: one message per directory was one pickle and one wake-up each.
+                # Batched: a message a directory costs a pickle and a wake-up each.
                 nonlocal sent
                 with lock:
                     batch.append(message)
@@ -372,7 +315,7 @@ class Sweep:
                     return claims.owns(path, share)
                 return claiming.fixed_owner(path, shares) == share
 
-            Walk(roots, self.visit, tally, options, 1, owns=owns).run()
+            Walk(roots, self.visit, tally, self.options, 1, owns=owns, stop=stop).run()
             send(("end", tally.counts), flush=True)
         except (BrokenPipeError, ConnectionResetError):
             code = 1  # the parent is gone: nobody to report to
@@ -387,6 +330,31 @@ class Sweep:
             os._exit(code)
 
 
+class _ChildStop:
+    """A sweep process's stop: the parent's shared event, or SIGTERM to this process. The
+    signal handler only sets a flag (an Event's lock is not safe to take in a handler)."""
+
+    def __init__(self, shared):
+        self.shared = shared
+        self.flag = False
+
+    def signalled(self, _signum, _frame) -> None:
+        self.flag = True
+
+    def is_set(self) -> bool:
+        return self.flag or self.shared.is_set()
+
+
+def _end(children, wait_s: float) -> None:
+    """Children still running: given `wait_s` to finish their file, then killed (SIGTERM
+    would only ask them to stop at the next file)."""
+    deadline = time.monotonic() + wait_s
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.exitcode is None:  # stopped (SIGSTOP), or busy past the grace
+            child.kill()
+
+
 def _how_it_ended(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -398,6 +366,7 @@ def _how_it_ended(exitcode: int | None) -> str:
 
 _BACKLOG = 1024  # directories waiting for the writer
 _DRAIN_S = 0.02
-_PROGRESS_S = 0.25
+_PROGRESS_S = 0.1  # the parent wakes at least this often: progress, and a stop
 _STOP_S = 2.0
+_GRACE_S = 0.5  # a stopped sweep waits this long for a worker in the middle of a file
 _BATCH, _BATCH_S = 64, 0.05  # a sweep process's messages: at most this many, or this late

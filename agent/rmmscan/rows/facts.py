@@ -16,13 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-from ..state.cache import key_of
+from ..sources.candidate import FileChanged
 from . import build as rows
 from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
-
-
-class FileChanged(OSError):
-    """The file is no longer the one that was listed (replaced, truncated, grown)."""
 
 
 def with_anomaly(anomalies: str | None, anomaly: str) -> str:
@@ -98,6 +94,10 @@ class FileFacts:
 
             self._inspection = inspect_stream(self.stream, self.file["FileSize"])
         return self._inspection
+
+    @property
+    def inspected(self) -> bool:
+        return self._inspection is not None
 
     @property
     def errors(self) -> list[str]:
@@ -295,8 +295,3 @@ def _byte_at(stream: BinaryIO, offset: int) -> bytes:
         return os.pread(fd, 1, offset)
     stream.seek(offset)
     return stream.read(1)
-
-
-def same_file(before: os.stat_result, after: os.stat_result) -> bool:
-    """The identity the scan cache keys on: device, inode, size, mtime and ctime."""
-    return key_of(before) == key_of(after)

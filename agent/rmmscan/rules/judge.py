@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..inspect.model import Anomaly
-from ..rows.facts import FileChanged, FileFacts, with_anomaly
+from ..rows.facts import FileFacts, with_anomaly
+from ..sources.candidate import FileChanged
 from .memo import RuleSet
 
 EMIT_DETECTIONS, EMIT_SIGNED, EMIT_ALL = "detections", "signed", "all"
@@ -38,7 +39,7 @@ class Judgement:
             self.problems.append(entry)
 
 
-class Pipeline:
+class Judge:
     def __init__(self, pack, allowlist=None, emit: str = EMIT_DETECTIONS):
         if emit not in EMIT_CHOICES:
             raise ValueError(f"emit must be one of {', '.join(EMIT_CHOICES)}")

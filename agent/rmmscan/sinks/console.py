@@ -1,5 +1,6 @@
 """What the analyst sees on stderr: a progress line (on a terminal), problems as they occur,
-and a summary in the shape of the starting hunting query's `summarize`.
+and a summary in the shape of the starting hunting query's `summarize`. It observes the
+scan's statistics (stats.py) and draws them; it counts nothing itself.
 
 Paths are attacker-chosen: each goes through text.printable before it reaches the terminal
 (quoted as $'…' when it holds anything to escape).
@@ -13,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..text import printable
+from .stats import NOT_READ, ScanStats
 
 REPORT_IDS_SHOWN = 20
-# What could not be read (listed on stderr as it happens); everything else counted is skipped.
-PROBLEMS = ("unreadable", "unreadable roots", "failed")
 
 
 @dataclass(slots=True)
@@ -28,23 +28,18 @@ class _Group:
 
 
 class Console:
-    def __init__(self, err: TextIO, progress: bool, interval: float = 0.2):
+    def __init__(self, err: TextIO, stats: ScanStats, progress: bool, interval: float = 0.2):
         self.err = err
+        self.stats = stats
         self.progress = progress
         self.interval = interval
         self.start = time.monotonic()
         self._drawn = 0.0
         self._line = False
-        self.files = self.pe = self.signed = self.detections = self.cached = 0
-        self.emitted = 0
-        self.problems: dict[str, int] = {}
-        self.suppressed: dict[str, int] = {}
         self.groups: dict[tuple[str, str], _Group] = {}
-        self.root = ""
 
     # -- as the sweep goes ------------------------------------------------------------------
     def problem(self, path: str, kind: str, message: str) -> None:
-        self.problems[kind] = self.problems.get(kind, 0) + 1
         if kind in ("vanished", "changed"):
             return  # a live system changes under a sweep; counted, not shouted
         self._clear()
@@ -61,18 +56,19 @@ class Console:
         if len(group.reports) <= REPORT_IDS_SHOWN:
             group.reports.append(row["ReportId"])
 
-    def tick(self, force: bool = False) -> None:
+    def tick(self, root: str = "", force: bool = False) -> None:
         if not self.progress:
             return
         now = time.monotonic()
         if not force and now - self._drawn < self.interval:
             return
         self._drawn = now
-        rate = self.files / max(now - self.start, 1e-9)
-        root = printable(os.fsdecode(self.root))
+        stats = self.stats
+        rate = stats.files / max(now - self.start, 1e-9)
+        root = printable(os.fsdecode(root))
         head = (
-            f"{self.files:,} files ({rate:,.0f}/s), {self.pe:,} PE, "
-            f"{self.detections:,} detections - "
+            f"{stats.files:,} files ({rate:,.0f}/s), {stats.pe:,} PE, "
+            f"{stats.detections:,} detections - "
         )
         room = _width() - 1 - len(head)
         if len(root) > room:  # keep the end of the path, the part that changes, and its $'
@@ -92,6 +88,7 @@ class Console:
     def summary(self) -> None:
         self._clear()
         out = self.err
+        stats = self.stats
         elapsed = time.monotonic() - self.start
         if self.groups:
             out.write(
@@ -116,25 +113,29 @@ class Console:
                     + "\n"
                 )
         out.write("\n")
+        if stats.interrupted:
+            out.write("INTERRUPTED: stopped before the end; what follows is partial\n")
         out.write(
-            f"files walked: {self.files:,}   PE files: {self.pe:,}   signed: {self.signed:,}   "
-            f"detections: {self.detections:,}   rows emitted: {self.emitted:,}\n"
+            f"files walked: {stats.files:,}   PE files: {stats.pe:,}   signed: {stats.signed:,}   "
+            f"detections: {stats.detections:,}   rows emitted: {stats.emitted:,}\n"
         )
-        if self.suppressed:
-            entries = ", ".join(f"{printable(k)}: {v}" for k, v in sorted(self.suppressed.items()))
-            total = sum(self.suppressed.values())
+        if stats.suppressed:
+            entries = ", ".join(
+                f"{printable(k)}: {v}" for k, v in sorted(stats.suppressed.items())
+            )
+            total = sum(stats.suppressed.values())
             out.write(f"suppressed by the allowlist: {total:,} ({entries})\n")
-        for title, kinds in (("not read", PROBLEMS), ("skipped", None)):
+        for title, not_read in (("not read", True), ("skipped", False)):
             parts = ", ".join(
                 f"{k}: {v:,}"
-                for k, v in sorted(self.problems.items())
-                if (k in PROBLEMS) == (kinds is not None)
+                for k, v in sorted(stats.problems.items())
+                if (k in NOT_READ) == not_read
             )
             if parts:
                 out.write(f"{title}: {parts}\n")
-        rate = self.files / max(elapsed, 1e-9)
+        rate = stats.files / max(elapsed, 1e-9)
         out.write(
-            f"elapsed: {elapsed:.1f} s ({rate:,.0f} files/s), from the cache: {self.cached:,}\n"
+            f"elapsed: {elapsed:.1f} s ({rate:,.0f} files/s), from the cache: {stats.cached:,}\n"
         )
         out.flush()
 

@@ -11,7 +11,9 @@ from .sink import StreamSink
 FORMATS = ("table", "line", "jsonl", "csv")
 
 
-def stream_sink(fmt: str, out: TextIO, name: str = "standard output", owned: bool = False) -> StreamSink:
+def stream_sink(
+    fmt: str, out: TextIO, name: str = "standard output", owned: bool = False
+) -> StreamSink:
     if fmt == "jsonl":
         from .jsonl import JsonlSink as kind
     elif fmt == "csv":

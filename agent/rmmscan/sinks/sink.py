@@ -9,7 +9,10 @@ caller stays open). A sink is driven from one thread.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Protocol, TextIO
 
 
@@ -25,6 +28,10 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def _failed(name: str, exc: OSError) -> SinkError:
+    return SinkError(f"cannot write the rows to {name}: {exc.strerror or exc}")
+
+
 class StreamSink:
     """A sink that writes text to a stream; ``owned`` streams (a file opened for --output) are
     closed by ``close``, others (stdout) only flushed."""
@@ -34,12 +41,13 @@ class StreamSink:
 
     def write(self, rows: Sequence[dict]) -> None:
         try:
-            self.emit(rows)
-            self.out.flush()
+            with _signals_held():
+                self.emit(rows)
+                self.out.flush()
         except BrokenPipeError:
             raise  # the reader went away (`| head`): the caller says so, without a traceback
         except OSError as exc:
-            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
+            raise _failed(self.name, exc) from None
 
     def emit(self, rows: Sequence[dict]) -> None:
         raise NotImplementedError
@@ -50,7 +58,7 @@ class StreamSink:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
+            raise _failed(self.name, exc) from None
 
     def close(self) -> None:
         """Buffered rows are written here: a failure loses rows, so it raises SinkError."""
@@ -60,4 +68,26 @@ class StreamSink:
         try:
             self.out.close()
         except OSError as exc:
-            raise SinkError(f"cannot write the rows to {self.name}: {exc.strerror or exc}") from None
+            raise _failed(self.name, exc) from None
+
+
+_HELD = {signal.SIGTERM, signal.SIGINT} if hasattr(signal, "pthread_sigmask") else set()
+
+
+@contextmanager
+def _signals_held():
+    """SIGTERM and SIGINT wait while rows are written (they are handled right after).
+
+    A signal that lands while a write to a full pipe blocks makes the kernel return a partial
+    write, and the text layer then drops the rest (python/cpython#85393): the reader of
+    `rmmscan --format jsonl | slow-reader`, stopped by SIGTERM, got half a row and lost the
+    rows after it (tests/test_engine.py's SIGTERM test catches it).
+    """
+    if not _HELD or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .candidate import join
 from .dirs import HAS_OPENAT, FdDir, PathDir, open_root
 from .mounts import pseudo_devices
 
@@ -109,12 +110,6 @@ def _either(patterns: list[str]):
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
-def join(directory: str, name: str) -> str:
-    """os.path.join without its checks (it runs for every file): C:\\ + x, /a + x."""
-    return directory + name if directory.endswith(_SEPS) else directory + os.sep + name
-
-
-_SEPS = ("/", os.sep)
 PSEUDO_ROOT = "on a pseudo file system (/proc, /sys, ...): not swept, it holds no files on disk"
 
 
@@ -159,9 +154,13 @@ class Walk:
         options: WalkOptions = WalkOptions(),
         jobs: int = 4,
         owns: Callable[[str], bool] | None = None,
+        stop=None,
     ):
         self.visit, self.tally, self.options = visit, tally, options
         self.owns = owns  # None: every directory is this walk's
+        # Anything with is_set() (a threading or multiprocessing Event): once set, no new
+        # directory is listed; the ones waiting are released unvisited.
+        self.stop = stop if stop is not None else threading.Event()
         self.jobs = max(1, jobs)
         self._stack: list[_Dir] = []
         self._cond = threading.Condition()
@@ -238,7 +237,7 @@ class Walk:
                     return
                 item = self._stack.pop()
             try:
-                if self._failure is None:
+                if self._failure is None and not self.stop.is_set():
                     self._list(item)
                 elif item.parent is not None:
                     item.parent.release()

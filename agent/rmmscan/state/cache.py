@@ -34,6 +34,7 @@ SCHEMA = """
 PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
+    scope TEXT NOT NULL,          -- '' for the local file systems; an image's evidence id
     dir NOT NULL, name NOT NULL,  -- TEXT when valid UTF-8, else the raw bytes as a BLOB
     key BLOB NOT NULL,            -- dev, ino, size, mtime_ns, ctime_ns packed; compared exactly
     record TEXT,                  -- NULL: not a PE
@@ -41,12 +42,12 @@ CREATE TABLE IF NOT EXISTS files (
     flags INTEGER NOT NULL DEFAULT 0,  -- 1: a PE, 2: signed (for the summary)
     rsum INTEGER NOT NULL,        -- CRC-32 of record (0 without one)
     sum INTEGER NOT NULL,         -- CRC-32 of dir, name, key, judged, flags and rsum
-    PRIMARY KEY (dir, name)
+    PRIMARY KEY (scope, dir, name)
 ) WITHOUT ROWID;
 """
 # Bump when the meaning of a record changes: an old cache is then emptied, not misread.
-# 6: every row carries the CRC-32 of its values.
-FORMAT = "6"
+# 7: every row carries the CRC-32 of its values, and a scope.
+FORMAT = "7"
 RECORD_MAX = 4 * 1024 * 1024  # characters of one record's JSON (a few KiB in practice)
 SIGNATURES_MAX = 4096  # rows of one record
 
@@ -76,11 +77,27 @@ def _raw(name: str) -> bytes:
     return name.encode("utf-8", "surrogatepass")
 
 
-def row_sum(directory: str, name: str, key: bytes, judged: str | None, flags: int, rsum: int):
+def row_sum(
+    directory: str,
+    name: str,
+    key: bytes,
+    judged: str | None,
+    flags: int,
+    rsum: int,
+    scope: str = "",
+) -> int:
     """The CRC-32 a row carries. Names have no NUL; the key's length is checked apart."""
     return zlib.crc32(
-        b"%s\0%s\0%s\0%s\0%d\0%d"
-        % (_raw(directory), _raw(name), key, (judged or "").encode("ascii"), flags, rsum)
+        b"%s\0%s\0%s\0%s\0%s\0%d\0%d"
+        % (
+            _raw(scope),
+            _raw(directory),
+            _raw(name),
+            key,
+            (judged or "").encode("ascii"),
+            flags,
+            rsum,
+        )
     )
 
 
@@ -154,9 +171,14 @@ def valid_record(record) -> dict | None:
 
 
 class ScanCache:
-    """``warn(message)`` is called at most once: when the cache first fails in a sweep."""
+    """The files of one scope: '' is the local file systems, an image's scope is its evidence
+    id, so that a file of an image and a local file of the same path never share a row.
+    ``warn(message)`` is called at most once: when the cache first fails in a sweep."""
 
-    def __init__(self, directory: Path, warn: Callable[[str], None] | None = None):
+    def __init__(
+        self, directory: Path, warn: Callable[[str], None] | None = None, scope: str = ""
+    ):
+        self.scope = scope
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = directory / "cache.sqlite"
         self.warn = warn or (lambda message: None)
@@ -175,7 +197,9 @@ class ScanCache:
                 db.execute("DROP TABLE IF EXISTS files")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
             db.executescript(SCHEMA)
-            db.execute("SELECT dir, name, key, record, judged, flags, rsum, sum FROM files LIMIT 0")
+            db.execute(
+                "SELECT scope, dir, name, key, record, judged, flags, rsum, sum FROM files LIMIT 0"
+            )
         except BaseException:
             self._close_all()
             raise
@@ -235,11 +259,13 @@ class ScanCache:
         """
         if self.failure is not None:
             return None
-        query = "SELECT name, key, judged, flags, rsum, sum FROM files WHERE dir = ?"
+        query = (
+            "SELECT name, key, judged, flags, rsum, sum FROM files WHERE scope = ? AND dir = ?"
+        )
         db = None
         try:
             db = self._connect()
-            rows = db.execute(query, (_db_name(directory),)).fetchall()
+            rows = db.execute(query, (self.scope, _db_name(directory))).fetchall()
         except sqlite3.OperationalError as exc:
             if error_code(exc) is not None or db is None:
                 self.fail(exc)
@@ -247,7 +273,7 @@ class ScanCache:
             # TEXT that is not UTF-8 (a damaged name): read this directory leniently
             try:
                 db.text_factory = _lenient
-                rows = db.execute(query, (_db_name(directory),)).fetchall()
+                rows = db.execute(query, (self.scope, _db_name(directory))).fetchall()
             except sqlite3.Error as again:
                 self.fail(again)
                 return None
@@ -277,7 +303,7 @@ class ScanCache:
             return False
         if type(rsum) is not int or type(total) is not int:
             return False
-        return total == row_sum(directory, name, key, judged, flags, rsum)
+        return total == row_sum(directory, name, key, judged, flags, rsum, self.scope)
 
     def record(self, directory: str, name: str, row: tuple) -> dict | None:
         """The record of a sound row, checked against its CRC-32 and shape; None when it is
@@ -288,8 +314,9 @@ class ScanCache:
             found = (
                 self._connect()
                 .execute(
-                    "SELECT substr(record, 1, ?) FROM files WHERE dir = ? AND name = ?",
-                    (RECORD_MAX + 1, _db_name(directory), _db_name(name)),
+                    "SELECT substr(record, 1, ?) FROM files "
+                    "WHERE scope = ? AND dir = ? AND name = ?",
+                    (RECORD_MAX + 1, self.scope, _db_name(directory), _db_name(name)),
                 )
                 .fetchone()
             )
@@ -327,16 +354,17 @@ class ScanCache:
         except (TypeError, ValueError):  # not JSON: not kept, read again next time
             return
         rsum = record_sum(text)
-        total = row_sum(directory, name, key, judged, flags, rsum)
+        total = row_sum(directory, name, key, judged, flags, rsum, self.scope)
         self._pending.append(
-            (_db_name(directory), _db_name(name), key, text, judged, flags, rsum, total)
-        )
+            (self.scope, _db_name(directory), _db_name(name), key, text, judged, flags, rsum,
+             total)
+        )  # fmt: skip
         if len(self._pending) >= 2000:
             self.flush()
 
     def forget(self, directory: str, names) -> None:
         if self.failure is None:
-            self._gone.extend((_db_name(directory), _db_name(n)) for n in names)
+            self._gone.extend((self.scope, _db_name(directory), _db_name(n)) for n in names)
 
     def flush(self) -> None:
         if self.failure is not None or (not self._pending and not self._gone):
@@ -346,9 +374,11 @@ class ScanCache:
             db.execute("BEGIN")
             try:
                 db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)", self._pending
+                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?)", self._pending
                 )
-                db.executemany("DELETE FROM files WHERE dir = ? AND name = ?", self._gone)
+                db.executemany(
+                    "DELETE FROM files WHERE scope = ? AND dir = ? AND name = ?", self._gone
+                )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -395,14 +425,14 @@ def set_aside(path: Path) -> None:
             src.replace(Path(str(aside) + suffix))
 
 
-def open_cache(directory: Path, warn: Callable[[str], None]) -> ScanCache | None:
+def open_cache(directory: Path, warn: Callable[[str], None], scope: str = "") -> ScanCache | None:
     """The cache, or None: never fatal. A file that is not a database, is damaged or is of an
     unknown shape is set aside and a new one made; one this user cannot open or write is left
     alone (the sweep reads every file). Either way, one warning."""
     path = shown(directory / "cache.sqlite")
     advice = ADVICE_ACCESS.format(dir=shown(directory))
     try:
-        return ScanCache(directory, warn)
+        return ScanCache(directory, warn, scope)
     except (OSError, sqlite3.Error) as exc:
         first = exc
     if not (isinstance(first, Damaged) or error_code(first) in _SET_ASIDE):
@@ -414,7 +444,7 @@ def open_cache(directory: Path, warn: Callable[[str], None]) -> ScanCache | None
     aside = "cache.sqlite.broken"
     try:
         set_aside(directory / "cache.sqlite")
-        cache = ScanCache(directory, warn)
+        cache = ScanCache(directory, warn, scope)
     except (OSError, sqlite3.Error) as exc:
         warn(
             f"{path}: unusable scan cache ({describe(first)}), and it cannot be replaced "
