@@ -454,10 +454,10 @@ BUCKETS = [
     ("version information", ("version_info", "FileFacts.version")),
     ("PE recognition (header, table)", ("inspect_stream", "parse_header")),
     ("rule evaluation (KQL predicates)", ("Query.matches", "RuleSet.")),
-    ("rows, sinks, output", ("rows.py", "/sinks/", "signature_rows")),
-    ("scan cache", ("rmmscan/cache.py",)),
+    ("rows, sinks, output", ("rows/build.py", "/sinks/", "signature_rows")),
+    ("scan cache", ("rmmscan/state/cache.py",)),
     ("open, stat, read, close", ("open_regular", "FdDir.", "fdopen", "_Handle.", "read_at")),
-    ("per-file glue (Sweep._file, Pipeline.judge)", ("Sweep._file", "Pipeline.judge")),
+    ("per-file glue (Engine.judge, Judge.judge)", ("Engine.judge", "Judge.judge")),
     ("walk and thread hand-off", ("Walk.", "queue.py", "Sweep.visit")),
     (
         "waiting (the parent, for its sweep processes)",

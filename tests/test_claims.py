@@ -144,9 +144,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_without_fcntl_rmmscan_imports_and_sweeps_on_the_fixed_split(tmp_path):
-    """claims.py imported fcntl unconditionally, and sweep.py and cli.py import claims.py: on
-    Windows rmmscan would not even start. Without fcntl the processes here split by the
-    fixed hash, and find what the claims find."""
+    """Windows has no fcntl, and the sweep and the command line import sources/claims.py:
+    rmmscan must start without it. Without fcntl the processes here split by the fixed hash,
+    and find what the claims find."""
     runs = {}
     for name, argv in (("without", ["-c", _WITHOUT_FCNTL]), ("with", ["-m", "rmmscan"])):
         out = tmp_path / f"{name}.jsonl"

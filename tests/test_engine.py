@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -270,3 +271,36 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
     rows = [json.loads(line) for line in out.splitlines()]  # whole rows only
     assert proc.returncode == (EXIT_FOUND if rows and any(r["RuleId"] for r in rows)
                                else EXIT_ERROR), err  # fmt: skip
+
+
+# -- the fan-out by the work ---------------------------------------------------------------------
+
+
+def test_a_rescan_of_a_swept_root_runs_in_one_process_and_a_first_sweep_fans_out(tmp_path):
+    from rmmscan.engine.sweep import MAX_DEFAULT_JOBS, default_jobs
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a.exe").write_bytes((PE_DIR / "dwsnet-ou.exe").read_bytes())
+    fan_out = max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+    def sweep(stop=None) -> int:
+        engine = Engine(_options(tmp_path / "state"), _warnings()[1])
+        engine.open_state()
+        chosen = default_jobs(engine.cache, [str(tree)])
+        stopper = threading.Event()
+        if stop:
+            stopper.set()
+        Sweep(engine, WalkOptions(), None).run([str(tree)], stop=stopper)
+        engine.close()
+        return chosen
+
+    assert sweep(stop=True) == fan_out  # nothing cached yet
+    assert sweep() == fan_out  # the stopped sweep did not count as one
+    assert sweep() == 1  # a rescan
+    engine = Engine(_options(tmp_path / "state"), _warnings()[1])
+    engine.open_state()
+    assert default_jobs(engine.cache, [str(tree / "sub")]) == 1  # inside a swept root
+    assert default_jobs(engine.cache, [str(tmp_path)]) == fan_out  # above it: new ground
+    assert default_jobs(engine.cache, [str(tree), str(tmp_path / "other")]) == fan_out
+    engine.close()

@@ -1,5 +1,5 @@
-"""The rulebook (loading, test rows, export), the allowlist and `rmmscan rules`, on files
-written here: every problem names its file and line."""
+"""The rule pack (rules/pack.py: loading; test rows, export), the allowlist and
+`rmmscan rules`, on files written here: every problem names its file and line."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from rmmscan.cli import rules as rules_cli
 from rmmscan.rows.columns import QUERYABLE
 from rmmscan.rules.allowlist import load_allowlist, parse_allowlist
 from rmmscan.rules.export import export
+from rmmscan.rules.memo import RuleSet
 from rmmscan.rules.pack import (
     CUSTOM_TABLE,
     DEFENDER_TABLE,
@@ -84,8 +85,8 @@ def test_loads_a_file_and_a_folder(tmp_path):
     assert b.columns == {"FileName"} and not b.defender_compatible
     assert pack.columns == {"Signer", "FileName"}
     assert pack.by_id(ID_B.upper()) is b
-    assert pack.match(get({"Signer": "ACME Corp"})) == [a]
-    assert pack.match(get({"Signer": "Acmex", "FileName": "A.EXE"})) == [b]
+    assert RuleSet(pack.rules).matching(get({"Signer": "ACME Corp"})) == [a]
+    assert RuleSet(pack.rules).matching(get({"Signer": "Acmex", "FileName": "A.EXE"})) == [b]
 
 
 def test_bundled_pack_is_the_default():
@@ -333,7 +334,7 @@ def test_allowlist_suppresses_exactly_its_rows(tmp_path):
     ]  # fmt: skip
     for values, target, entry in cases:
         row = get(dict(sig, **values))
-        assert target in pack.match(row)
+        assert target in RuleSet(pack.rules).matching(row)
         assert allowlist.suppressing(target, row) is entry, values
 
 
@@ -384,7 +385,7 @@ def test_allowlist_problems_name_file_and_line(tmp_path):
 
 
 def cli(*argv) -> int:
-    """Through add_parser in a parser of our own, as cli.py wires it."""
+    """Through add_parser in a parser of our own, as cli/main.py wires it."""
     parser = argparse.ArgumentParser(prog="rmmscan")
     rules_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["rules", *map(str, argv)])

@@ -16,12 +16,14 @@ import unicodedata
 import pytest
 import yaml
 
-from rmmscan.inspect import Inspector, hash_stream, inspect_stream, version_info
+from rmmscan.engine.engine import Engine
+from rmmscan.engine.options import Options
 from rmmscan.inspect.certificates import cert_info
-from rmmscan.rows.build import FileRef, make_rows
+from rmmscan.rules.memo import RuleSet
 from rmmscan.rules.pack import load_pack
 from rmmscan.rules.testrows import run_tests
 from rmmscan.sources.device import Device
+from rmmscan.sources.localfile import NamedFile
 
 from conftest import PE_DIR, ROOT, TEST_ROOT
 
@@ -218,13 +220,14 @@ def test_common_signer_matches_no_rule(pack, signer):
     for trusted in (True, False):
         row = {"Signer": signer, "Issuer": signer, "IsSigned": True, "IsTrusted": trusted,
                "FileName": "setup.exe", "VersionInfoCompanyName": signer}  # fmt: skip
-        assert [r.filename for r in pack.match(row_getter(row))] == []
+        assert [r.filename for r in RuleSet(pack.rules).matching(row_getter(row))] == []
 
 
 @pytest.mark.parametrize("signer", sorted(BROAD))
 def test_broad_needles_as_documented(pack, signer):
     row = {"Signer": signer, "IsSigned": True, "IsTrusted": True}
-    assert [r.filename for r in pack.match(row_getter(row))] == [BROAD[signer]]
+    matched = RuleSet(pack.rules).matching(row_getter(row))
+    assert [r.filename for r in matched] == [BROAD[signer]]
 
 
 # --- The DWService certificate ----------------------------------------------------------------
@@ -261,19 +264,19 @@ def test_dwservice_rule_matches_the_real_certificate(pack):
 # --- The pack on real files -------------------------------------------------------------------
 
 DEVICE = Device("0" * 40, "test.example")
-INSPECTOR = Inspector([TEST_ROOT], system_roots=False)
+# The engine with no rules: every row of a file, complete, as the sweep and inspect make them.
+ENGINE = Engine(
+    Options(no_rules=True, emit="all", trusted_roots=(TEST_ROOT,), system_roots=False,
+            cache=False),
+    warn=print,
+)  # fmt: skip
+ENGINE.device = DEVICE
 
 
 def file_rows(path) -> list[dict]:
-    with open(path, "rb") as stream:
-        inspection = inspect_stream(stream)
-        if not inspection.is_pe:
-            return []
-        verdicts = INSPECTOR.verify(stream, inspection)
-        hashes = hash_stream(stream)
-        version = version_info(stream, inspection.size)
-    return make_rows(inspection, FileRef(str(path), "sweep"), DEVICE, hashes, verdicts,
-                     lambda: 0, version=version)  # fmt: skip
+    outcome = ENGINE.judge_file(NamedFile(path, "sweep"))
+    assert not outcome.problems, outcome.problems
+    return outcome.rows
 
 
 DW_NAMES = ("dwagent.exe", "dwagsvc.exe", "dwaglnc.exe", "dwagupd.dll")
@@ -316,7 +319,7 @@ def test_pack_on_sample(pack, name, expected):
     signatures = expected["signatures"] or [None]
     assert len(rows) == len(signatures)
     for row, signature in zip(rows, signatures, strict=True):
-        got = {r.id for r in pack.match(row_getter(row))}
+        got = {r.id for r in RuleSet(pack.rules).matching(row_getter(row))}
         assert got == expected_ids(signature, name, expected["version"]), row["Signer"]
 
 
@@ -343,7 +346,7 @@ def test_pack_on_renamed_sample(pack, manifest, tmp_path, sample, as_name):
     version = manifest["files"][sample]["version"]
     assert [r["FileName"] for r in rows] == [as_name] * len(signatures)
     for row, signature in zip(rows, signatures, strict=True):
-        got = {r.id for r in pack.match(row_getter(row))}
+        got = {r.id for r in RuleSet(pack.rules).matching(row_getter(row))}
         assert got == expected_ids(signature, as_name, version), row["Signer"]
     lookalike = any(LOOKALIKE in expected_ids(s, as_name, version) for s in signatures)
     assert lookalike == (sample not in ("dwsnet-srl.exe", "dwsnet-ou.exe"))
@@ -352,7 +355,7 @@ def test_pack_on_renamed_sample(pack, manifest, tmp_path, sample, as_name):
 def test_version_information_lookalikes(pack):
     """The samples that carry DWAgent's version information under another file name."""
     found = {
-        name: [sorted(r.filename for r in pack.match(row_getter(row)))
+        name: [sorted(r.filename for r in RuleSet(pack.rules).matching(row_getter(row)))
                for row in file_rows(PE_DIR / name)]
         for name in ("dwagent-lookalike-unsigned.exe", "dwagent-lookalike-selfsigned.exe",
                      "dwagent-lookalike-srl.exe")

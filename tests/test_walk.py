@@ -142,7 +142,7 @@ def test_open_descriptors_stay_bounded(tmp_path):
 
 @pytest.mark.parametrize("follow", [False, True], ids=["links-not-followed", "following-links"])
 def test_shares_of_a_walk_visit_each_file_once_and_count_each_thing_once(tree, follow):
-    """Sweep processes (sweep.py) each walk the whole tree and visit what `owns` gives them:
+    """Sweep processes (engine/sweep.py) each walk the whole tree and visit what `owns` gives them:
     together they must see what one walk sees, each file once, each count once."""
     import zlib
 

@@ -12,8 +12,7 @@ from ..sinks.formats import FORMATS
 from ..sources.claims import MAX_SHARES
 from .status import EXIT_ERROR, EXIT_INTERRUPTED
 
-MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
-MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (claims.py) holds this many owners
+MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (sources/claims.py) holds this many owners
 
 COMMANDS = ("scan", "inspect", "rules", "state")
 
@@ -157,13 +156,13 @@ def _add_scan(sub) -> None:
         "--jobs",
         "-j",
         type=_jobs,
-        default=min(os.cpu_count() or 1, MAX_DEFAULT_JOBS),
+        default=None,
         metavar="N",
         help="sweep processes, each walking the tree and reading the directories it reaches "
-        "first "
-        f"(default: the number of CPUs, at most {MAX_DEFAULT_JOBS}: each adds about 40 MiB); "
-        "1 sweeps in this process; where the OS cannot fork (Windows), N threads; "
-        f"at most {MAX_JOBS}",
+        "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
+        f"most {MAX_JOBS}. Default: 1 for a rescan of roots the scan cache knows (a stat and "
+        "a lookup per file: one process is faster), else the number of CPUs, at most 4 "
+        "(each process adds about 40 MiB)",
     )
     p.add_argument(
         "--no-cache",

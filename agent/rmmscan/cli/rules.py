@@ -5,7 +5,7 @@ Each sub-command reads the bundled pack, or the files and folders given with ``-
 fail; 2 the pack (or an allowlist, a test file, the output folder) has a problem, each named
 on stderr with its file and line.
 
-    python -m rmmscan.rules_cli list        # the same as: rmmscan rules list
+    python -m rmmscan.cli.rules list    # the same as: rmmscan rules list
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from ..text import printable
+from .status import EXIT_ERROR, EXIT_OK
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_FAILED = 1  # `rules test`: rows that fail
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -161,7 +162,7 @@ def _export(pack, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rmmscan.rules_cli COMMAND ...`, the same as `rmmscan rules COMMAND ...`."""
+    """`python -m rmmscan.cli.rules COMMAND ...`, the same as `rmmscan rules COMMAND ...`."""
     parser = argparse.ArgumentParser(prog="rmmscan")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["rules", *(sys.argv[1:] if argv is None else argv)])

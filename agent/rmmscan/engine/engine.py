@@ -120,6 +120,7 @@ class Engine:
         self.state = None
         self.cache = None
         self.device: Device | None = None
+        self.fingerprint: str | None = None  # of what judges a file; known with the device
         self._report_ids: _ReportIds | None = None
 
     # -- the state: opened by the scan that needs it ---------------------------------------

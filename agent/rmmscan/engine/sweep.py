@@ -7,9 +7,9 @@ content ("MZ" and a PE header), never by name.
 
 The workers are processes where the OS can fork and the process has no other thread yet:
 judging a PE is Python work, and threads share one core under the GIL. Each process walks the
-whole tree but visits only the directories it claims first (claims.py), and sends its results
-down a pipe. Elsewhere (Windows, or a process that already runs threads, where forking is
-unsafe) they are threads. Benchmarks/README.md compares the two.
+whole tree but visits only the directories it claims first (sources/claims.py), and sends its
+results down a pipe. Elsewhere (Windows, or a process that already runs threads, where forking is
+unsafe) they are threads; benchmarks/README.md (fan-out) compares the two.
 
 A stop event ends the sweep early: the walk takes no new directory and the workers no new
 file, what was judged is delivered, and the sweep returns within about a second even when a
@@ -39,6 +39,17 @@ from .engine import Batch, Engine, problem_of
 
 FLAG_PE = 1
 FLAG_SIGNED = 2
+MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
+
+
+def default_jobs(cache, roots: Sequence[str]) -> int:
+    """The fan-out by what the work is. A rescan of roots the cache knows is a stat and a
+    lookup per file: one process does it faster than two, which pay their start-up and the
+    hand-off of every directory (benchmarks/README.md, fan-out). A first sweep reads and
+    judges files: one process per CPU, at most MAX_DEFAULT_JOBS."""
+    if cache is not None and roots and all(cache.knows(root) for root in roots):
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
 
 
 class Sweep:
@@ -46,7 +57,7 @@ class Sweep:
         self,
         engine: Engine,
         options: WalkOptions | None = None,
-        jobs: int = 1,
+        jobs: int | None = 1,
         source: str = "sweep",
     ):
         self.engine, self.jobs, self.source = engine, jobs, source
@@ -133,6 +144,8 @@ class Sweep:
         the clock certificates are judged by is read now, once per sweep."""
         if stop is not None:
             self.stop = stop
+        if self.jobs is None:  # None: chosen by what the work is
+            self.jobs = default_jobs(self.cache, roots)
         self.now = dt.datetime.now(dt.UTC)
         self._walked.clear()
         problems: collections.deque = collections.deque()
@@ -161,6 +174,9 @@ class Sweep:
         for what, n in tally.counts.items():
             if what != "directories":
                 stats.count(what, n)
+        if self.cache is not None and not stats.interrupted:
+            for root in roots:
+                self.cache.swept(root)
         return tally
 
     def _run_threads(self, walk: Walk, take) -> None:

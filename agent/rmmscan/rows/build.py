@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import ntpath
 import posixpath
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
@@ -101,33 +100,6 @@ def verdict_rows(inspection: Inspection, verdicts: list[Verdict] | None) -> list
         verdict_columns(sig, verdicts[i] if verdicts is not None else None)
         for i, sig in enumerate(inspection.signatures)
     ]
-
-
-def make_rows(
-    inspection: Inspection,
-    ref: FileRef,
-    device: Device,
-    hashes: FileHashes,
-    verdicts: list[Verdict] | None,
-    report_id: Callable[[], int],
-    now: dt.datetime | None = None,
-    version: dict[str, str] | None = None,
-) -> list[dict]:
-    """Every column of every row of one file, at once (the inspect command)."""
-    if not inspection.is_pe:
-        return []
-    stamp = iso(now or dt.datetime.now(dt.UTC))
-    shared = file_columns(ref, device, inspection.size)
-    shared.update(hash_columns(hashes))
-    shared.update(version_columns(version or {}))
-    rows = []
-    for sig_row, verdict_row in zip(
-        signature_rows(inspection), verdict_rows(inspection, verdicts), strict=True
-    ):
-        row = dict.fromkeys(NAMES)
-        row.update(shared, **sig_row, **verdict_row, Timestamp=stamp, ReportId=report_id())
-        rows.append(row)
-    return rows
 
 
 def signature_columns(sig: SignatureInfo) -> dict:

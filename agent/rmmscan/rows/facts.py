@@ -3,7 +3,7 @@
 The FILE group comes from the path and a stat; a PE's rows (one per signature) need its
 certificate table parsed; version information, hashes and verification are computed only when
 a rule reaches them or a row is emitted, and only hashes and verification read the whole file.
-A cache record (cache.py) pre-fills the groups an earlier scan computed, so an unchanged file
+A cache record (state/cache.py) pre-fills the groups an earlier scan computed, so an unchanged file
 is not opened at all unless a new rule needs a group the record lacks.
 """
 

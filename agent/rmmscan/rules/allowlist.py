@@ -53,9 +53,6 @@ class Entry:
     def applies_to(self, rule) -> bool:
         return self.rules is None or rule.id in self.rules
 
-    def matches(self, get: Callable[[str], object]) -> bool:
-        return self.where.evaluate(get)
-
 
 @dataclass(frozen=True)
 class Allowlist:

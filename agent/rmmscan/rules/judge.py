@@ -1,4 +1,4 @@
-"""rows → rules → what to emit: the part of the pipeline every mode shares
+"""The judgement of one file: rows → rules → what to emit, the same for every mode
 (docs/architecture.md §1).
 
 Given one file's lazy facts, evaluate every rule on every row (a row is one signature),

@@ -128,10 +128,6 @@ class RulePack:
     def by_id(self, rule_id: str) -> Rule | None:
         return next((r for r in self.rules if r.id == rule_id.lower()), None)
 
-    def match(self, get: Callable[[str], object]) -> list[Rule]:
-        """The rules the row matches, in pack order; each query reads cheap columns first."""
-        return [rule for rule in self.rules if rule.query.matches(get)]
-
 
 # --- YAML with line numbers -------------------------------------------------------------------
 

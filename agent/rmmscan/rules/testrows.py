@@ -143,7 +143,7 @@ def _check_row(node, values, source: str, problems: Problems) -> None:
         column, value = knode.value, values.get(knode.value)
         if column not in cols.QUERYABLE:
             problems.add(source, line_of(knode), f"unknown column {column!r}: see "
-                         "rmmscan/columns.py for the columns a rule can read")  # fmt: skip
+                         "rmmscan/rows/columns.py for the columns a rule can read")  # fmt: skip
             continue
         kind = cols.QUERYABLE[column]
         if value is not None and (
