@@ -1,8 +1,9 @@
 """Numbers benchmarks/README.md and docstrings quote, reproducible in a minute: the cost of
 reading one file's signatures with rmmscan's reader (certificate cache warm) against a plain
 asn1crypto walk of the same SignedData (every certificate parsed, the signer found, nested
-signatures followed), of a timestamp's genTime read both ways, of a file's version information read by versioninfo.py and by pefile, and of building the trust context
-in a fresh process without and with its saved root names.
+signatures followed), of a timestamp's genTime read both ways, of a file's version information
+read by versioninfo.py and by pefile, and of building the trust context in a fresh process
+without and with its saved root names.
 
     .venv/bin/python benchmarks/micro_inspect.py
 """
