@@ -1,6 +1,7 @@
 """The judgement (rules/judge.py) reads no more of a file than its rules and the emission
-policy reach: a rule on FileName and IsTrusted verifies only the files whose name matched, and only emitted rows are
-hashed. Real sample files, a real rule file, the real Inspector (counted, not replaced)."""
+policy reach: a rule on FileName and IsTrusted verifies only the files whose name matched,
+and only emitted rows are hashed. Real sample files, a real rule file, the real Inspector
+(counted, not replaced)."""
 
 from __future__ import annotations
 
