@@ -84,7 +84,6 @@ class Sweep:
             if stop.is_set():
                 break
             follow = name in followed
-            candidate = LocalFile(directory, name, follow, self.source)
             try:
                 record = listing = None
                 if cached:
@@ -106,6 +105,7 @@ class Sweep:
                         if record is not None:  # else gone since the lookup, or damaged: read it
                             result.cached += 1
                             listing = listing_of(st)
+                candidate = LocalFile(directory, name, follow, self.source)
                 try:
                     outcome = self.engine.judge(candidate, self.now, record, listing)
                 except FileChanged:

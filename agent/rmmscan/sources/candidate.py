@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 # A cache key: five 64-bit numbers that change whenever the content may have
 # (for a local file: device, inode, size, mtime and ctime in nanoseconds).
@@ -29,8 +28,7 @@ class FileChanged(OSError):
     """The file is no longer the one that was listed (replaced, truncated, grown)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(NamedTuple):  # a tuple: made for every file a sweep opens
     size: int
     key: bytes
     mtime_ns: int | None = None
