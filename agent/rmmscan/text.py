@@ -105,9 +105,14 @@ def plain_detail(message: str) -> str:
     return " ".join(text.split())
 
 
-def path_columns(path: str | bytes) -> tuple[str, str | None]:
-    """(FolderPath, FolderPathBytes): valid Unicode as is; otherwise U+FFFD plus the raw bytes."""
-    raw = os.fsencode(path)
+def path_columns(path: str | bytes, fsencode=os.fsencode) -> tuple[str, str | None]:
+    """(FolderPath, FolderPathBytes): valid Unicode as is; otherwise U+FFFD plus the raw bytes.
+
+    The raw bytes are the OS's: undecodable bytes on POSIX, and on Windows (UTF-8 with
+    surrogatepass, PEP 529) a UTF-16 name with an unpaired surrogate as WTF-8. ``fsencode``
+    is os.fsencode; a test passes Windows' to check that case here.
+    """
+    raw = fsencode(path)
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .. import portable
+
 CHUNK = 1024 * 1024
 PARALLEL_MIN = 16 * CHUNK  # below this, a thread costs more than it saves
 _IN_FLIGHT = 4  # chunks queued for the MD5 thread: memory stays at a few MiB
@@ -50,7 +52,9 @@ def hash_stream(stream: BinaryIO, limit: int | None = None) -> FileHashes:
     return FileHashes(sha1.hexdigest(), sha256.hexdigest(), md5.hexdigest(), total)
 
 
-CAN_PREAD = hasattr(os, "pread")  # not on Windows
+# Not on Windows, nor where RMMSCAN_PORTABLE=1 forces the portable paths: then a file is
+# hashed by hash_stream alone, after its verification (rows/facts.py reads this too).
+CAN_PREAD = portable.CAN_PREAD
 
 
 class Cancelled(Exception):
@@ -60,7 +64,7 @@ class Cancelled(Exception):
 def hash_fd(fd: int, stop: threading.Event | None = None, limit: int | None = None) -> FileHashes:
     """The same for an open descriptor, read with pread: its offset is neither used nor
     moved, so this can run in a thread while another reads the same open file. `stop` set:
-    Cancelled at the next chunk."""
+    Cancelled at the next chunk. Only where CAN_PREAD."""
     offset = 0
 
     def read(n: int) -> bytes:

@@ -26,20 +26,49 @@ def machine_id() -> str | None:
         try:
             import winreg
 
+            # The 64-bit view: a 32-bit Python would otherwise read WOW6432Node's copy of the
+            # key, which has no MachineGuid.
             with winreg.OpenKey(
-                winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography"
+                winreg.HKEY_LOCAL_MACHINE,
+                r"SOFTWARE\Microsoft\Cryptography",
+                0,
+                winreg.KEY_READ | winreg.KEY_WOW64_64KEY,
             ) as key:
-                return str(winreg.QueryValueEx(key, "MachineGuid")[0])
+                value, kind = winreg.QueryValueEx(key, "MachineGuid")
         except OSError:
             return None
+        return machine_guid(value, kind)
     for name in _MACHINE_ID_FILES:
         try:
-            value = Path(name).read_text().strip()
-        except OSError:
+            value = usable_id(Path(name).read_text())
+        except (OSError, UnicodeDecodeError):
             continue
         if value:
             return value
     return None
+
+
+_REG_SZ, _REG_EXPAND_SZ = 1, 2  # winreg's constants, here too: this part runs on every OS
+
+
+def machine_guid(value: object, kind: int) -> str | None:
+    """The machine id from MachineGuid as winreg.QueryValueEx gives it (value, type): a
+    string value only. Another type (a damaged or tampered key) is no identity: None, and the
+    state dir keeps a random one."""
+    if kind not in (_REG_SZ, _REG_EXPAND_SZ) or not isinstance(value, str):
+        return None
+    return usable_id(value)
+
+
+# machine-id(5): "uninitialized" marks an image whose first boot has not run. Where systemd
+# never boots it (a container) it stays, and every copy of the image would share a DeviceId.
+_NOT_AN_ID = frozenset({"", "uninitialized"})
+
+
+def usable_id(text: str) -> str | None:
+    """A machine id as read, without surrounding white space; None when it names no machine."""
+    value = text.strip()
+    return None if value.lower() in _NOT_AN_ID else value
 
 
 def device_id_from(machine: str) -> str:
