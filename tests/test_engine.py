@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -258,6 +259,9 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
          "--trusted-roots", str(TEST_ROOT), "--no-system-roots", "--state-dir", str(tmp_path),
          "--no-cache"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Unbuffered, as `python -u` runs: the stream rmmscan writes rows to must still
+        # complete a write that the signal cuts short.
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )  # fmt: skip
     time.sleep(2.0)
     assert proc.poll() is None, "the sweep ended before it was stopped: the corpus is too small"
@@ -269,6 +273,8 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
     assert "INTERRUPTED" in err, err
     assert "files walked:" in err
     rows = [json.loads(line) for line in out.splitlines()]  # whole rows only
+    emitted = re.search(r"rows emitted: ([\d,]+)", err).group(1)
+    assert len(rows) == int(emitted.replace(",", "")), err  # and none lost
     assert proc.returncode == (EXIT_FOUND if rows and any(r["RuleId"] for r in rows)
                                else EXIT_ERROR), err  # fmt: skip
 

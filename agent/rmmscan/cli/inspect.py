@@ -12,7 +12,7 @@ import sys
 
 from ..engine.engine import Batch, Engine, OptionsError
 from ..engine.options import Options
-from ..sinks.sink import SinkError
+from ..sinks.sink import SinkError, standard_output
 from ..sources.localfile import NamedFile
 from ..text import printable
 from .scan import warn
@@ -42,16 +42,18 @@ def run(args) -> int:
     except (OptionsError, ValueError, OSError) as exc:
         print(f"rmmscan: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    out = standard_output()
     if args.format == "jsonl":
         from ..sinks.jsonl import JsonlSink
 
-        engine.sinks.append(JsonlSink(sys.stdout))
+        engine.sinks.append(JsonlSink(out))
     status = EXIT_OK
     try:
         engine.open_state()  # the device's identity, for the rows
         for name in args.files:
-            if not _one(engine, name, args.format):
+            if not _one(engine, name, args.format, out):
                 status = EXIT_ERROR
+        out.flush()
     except SinkError as exc:
         print(f"rmmscan: {exc}", file=sys.stderr)
         status = EXIT_ERROR
@@ -60,11 +62,11 @@ def run(args) -> int:
     return status
 
 
-def _one(engine: Engine, name: str, fmt: str) -> bool:
+def _one(engine: Engine, name: str, fmt: str, out) -> bool:
     """Report one file; False when it could not be read or a bug met it."""
     candidate = NamedFile(name, SOURCE)
     if fmt == "table":
-        return _report(engine, candidate, name)
+        return _report(engine, candidate, name, out)
     outcome = engine.judge_file(candidate)
     ok = True
     for _path, kind, message in outcome.problems:
@@ -81,7 +83,7 @@ def _one(engine: Engine, name: str, fmt: str) -> bool:
     return ok
 
 
-def _report(engine: Engine, candidate: NamedFile, name: str) -> bool:
+def _report(engine: Engine, candidate: NamedFile, name: str, out) -> bool:
     from ..inspect import hash_stream, inspect_stream, version_info
     from ..sinks.report import write_report
 
@@ -104,7 +106,8 @@ def _report(engine: Engine, candidate: NamedFile, name: str) -> bool:
             ok = False
         if not is_pe:
             _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
-        write_report(sys.stdout, name, inspection, verdicts, hashes, version)
+        write_report(out, name, inspection, verdicts, hashes, version)
+        out.flush()
     except BrokenPipeError:
         raise  # the reader went away: main() says so
     except OSError as exc:

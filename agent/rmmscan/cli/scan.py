@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from ..engine.engine import Engine, OptionsError
 from ..engine.options import Options
-from ..sinks.sink import SinkError
+from ..sinks.sink import SinkError, standard_output
 from ..text import printable
 from .status import EXIT_ERROR, scan_status
 
@@ -70,7 +70,7 @@ def _run(args) -> int:
 
     engine = Engine(options_from(args), warn)
     roots = distinct_roots(os.path.abspath(p) for p in args.paths)
-    out, owned, name = sys.stdout, False, "standard output"
+    out, owned, name = standard_output(), False, "standard output"
     if args.output:
         name = printable(str(args.output))
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +64,21 @@ class Outcome:
         self.problems = problems if problems is not None else []
         self.detections = 0
         self.suppressed: list[tuple[str, str]] = []  # (allowlist entry, rule id)
+
+
+class NotPE:
+    """The outcome of a file that does not start with "MZ": most files of a sweep, so it is
+    made as cheaply as can be. It reads as an Outcome."""
+
+    __slots__ = ("listing",)
+    pe = signed = False
+    rows = problems = suppressed = ()
+    detections = 0
+    not_pe = "no MZ header"
+    store = (None, None, 0)  # the cache learns that it is not a PE
+
+    def __init__(self, listing: Listing):
+        self.listing = listing
 
 
 @dataclass(slots=True)
@@ -177,7 +191,7 @@ class Engine:
         now: dt.datetime,
         record: dict | None = None,
         listing: Listing | None = None,
-    ) -> Outcome:
+    ) -> Outcome | NotPE:
         """What one file yields. With a cache record (and the listing it was stored under),
         the file is opened only if a rule or a row needs what the record lacks.
 
@@ -187,17 +201,9 @@ class Engine:
         """
         stream = None
         if record is None:
-            stream, listing = candidate.open()
-            try:
-                is_mz = stream.read(2) == b"MZ"
-                if is_mz and isinstance(stream, io.RawIOBase):
-                    stream = io.BufferedReader(stream)
-            except BaseException:
-                stream.close()
-                raise
-            if not is_mz:
-                stream.close()
-                return Outcome(listing, not_pe="no MZ header", store=(None, None, 0))
+            listing, stream = candidate.sniff()
+            if stream is None:
+                return NotPE(listing)
         assert listing is not None
         if stream is not None:
             opened = stream
@@ -250,7 +256,7 @@ class Engine:
             out.store = (facts.record, judged, flags)
         return out
 
-    def judge_file(self, candidate: Candidate, now: dt.datetime | None = None) -> Outcome:
+    def judge_file(self, candidate: Candidate, now: dt.datetime | None = None) -> Outcome | NotPE:
         """``judge`` for a source without a cache of its own: whatever happens to the file is
         on the outcome, never raised (a watch event, a process, a file named on the command
         line)."""

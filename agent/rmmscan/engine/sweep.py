@@ -35,7 +35,7 @@ from ..sources import claims as claiming
 from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
-from .engine import Batch, Engine, problem_of
+from .engine import Batch, Engine, NotPE, problem_of
 
 FLAG_PE = 1
 FLAG_SIGNED = 2
@@ -114,7 +114,10 @@ class Sweep:
                     # The record is of the file as listed; what is there now is read afresh.
                     result.cached -= 1
                     outcome = self.engine.judge(candidate, self.now)
-                result.add(name, outcome)
+                if type(outcome) is NotPE:  # most files: Batch.add's work, inline
+                    result.store.append((name, outcome.listing.key, None, None, 0))
+                else:
+                    result.add(name, outcome)
             except Exception as exc:  # a bug on one file must not end a machine's sweep
                 result.problems.append(problem_of(join(path, name), exc))
         if cached and not stop.is_set():
@@ -221,7 +224,9 @@ class Sweep:
         receivers = []
         jobs = self.jobs
         claims = claiming.make(jobs)
-        shared_stop = context.Event()
+        # A byte in shared memory, not an Event: the children read it for every file, and an
+        # Event takes a lock to be read (0.6 us against 0.09 us).
+        shared_stop = context.RawValue("b", 0)
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             receivers.append(receiver)
@@ -241,7 +246,7 @@ class Sweep:
         try:
             while waiting:
                 if self.stop.is_set():
-                    shared_stop.set()
+                    shared_stop.value = 1
                     deadline = deadline or time.monotonic() + _GRACE_S
                     if time.monotonic() >= deadline:
                         wait_s = 0.0  # what they are still reading is not wanted
@@ -278,7 +283,7 @@ class Sweep:
                                 tally.count(what, n)
                 take(None)
         except BaseException:
-            shared_stop.set()  # Ctrl-C, output closed: the others stop too
+            shared_stop.value = 1  # Ctrl-C, output closed: the others stop too
             raise
         finally:
             _end([child for child, _ in children], wait_s)
@@ -347,7 +352,7 @@ class Sweep:
 
 
 class _ChildStop:
-    """A sweep process's stop: the parent's shared event, or SIGTERM to this process. The
+    """A sweep process's stop: the parent's shared byte, or SIGTERM to this process. The
     signal handler only sets a flag (an Event's lock is not safe to take in a handler)."""
 
     def __init__(self, shared):
@@ -358,7 +363,7 @@ class _ChildStop:
         self.flag = True
 
     def is_set(self) -> bool:
-        return self.flag or self.shared.is_set()
+        return self.flag or self.shared.value != 0
 
 
 def _end(children, wait_s: float) -> None:

@@ -9,10 +9,9 @@ caller stays open). A sink is driven from one thread.
 
 from __future__ import annotations
 
-import signal
-import threading
+import io
+import sys
 from collections.abc import Sequence
-from contextlib import contextmanager
 from typing import Protocol, TextIO
 
 
@@ -41,9 +40,8 @@ class StreamSink:
 
     def write(self, rows: Sequence[dict]) -> None:
         try:
-            with _signals_held():
-                self.emit(rows)
-                self.out.flush()
+            self.emit(rows)
+            self.out.flush()
         except BrokenPipeError:
             raise  # the reader went away (`| head`): the caller says so, without a traceback
         except OSError as exc:
@@ -71,23 +69,16 @@ class StreamSink:
             raise _failed(self.name, exc) from None
 
 
-_HELD = {signal.SIGTERM, signal.SIGINT} if hasattr(signal, "pthread_sigmask") else set()
 
+def standard_output() -> TextIO:
+    """Standard output for rows: UTF-8 whatever the locale (a name is never an encoding
+    error), and buffered even under PYTHONUNBUFFERED or `python -u`.
 
-@contextmanager
-def _signals_held():
-    """SIGTERM and SIGINT wait while rows are written (they are handled right after).
-
-    A signal that lands while a write to a full pipe blocks makes the kernel return a partial
-    write, and the text layer then drops the rest (python/cpython#85393): the reader of
-    `rmmscan --format jsonl | slow-reader`, stopped by SIGTERM, got half a row and lost the
-    rows after it (tests/test_engine.py's SIGTERM test catches it).
+    The text layer over an unbuffered file drops what a partial write leaves unwritten
+    (python/cpython#85393), and a write to a full pipe is partial whenever a signal lands
+    (SIGTERM, or SIGCHLD from a library's helper process): the reader got half a row and lost
+    the ones after it. A buffered layer writes the rest.
     """
-    if not _HELD or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    sys.stdout.flush()
+    raw = io.FileIO(sys.stdout.fileno(), "w", closefd=False)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="")

@@ -8,8 +8,10 @@ unique within the source's ``scope`` (the local file systems are the scope ''; a
 its evidence id). Two equal keys in one scope promise equal contents.
 
 ``open()`` returns a seekable, read-only binary stream of the file, positioned at its start,
-with the listing of what was opened. ``reopen(listing)`` opens it again and raises
-``FileChanged`` when it is no longer the listed file; ``changed(stream, listing)`` says,
+with the listing of what was opened; ``sniff()`` opens it for its first two bytes and keeps it
+open only when they are "MZ" (most files are not PE files: the cheap path matters).
+``reopen(listing)`` opens it again and raises ``FileChanged`` when it is no longer the listed
+file; ``changed(stream, listing)`` says,
 after reading, why what was read may not be the listed file (or None).
 """
 
@@ -52,6 +54,18 @@ class Candidate:
 
     def open(self) -> tuple[BinaryIO, Listing]:
         raise NotImplementedError
+
+    def sniff(self) -> tuple[Listing, BinaryIO | None]:
+        """The listing, and the stream when the file starts with "MZ" (else it is closed)."""
+        stream, listing = self.open()
+        try:
+            if stream.read(2) == b"MZ":
+                return listing, stream
+        except BaseException:
+            stream.close()
+            raise
+        stream.close()
+        return listing, None
 
     def reopen(self, listing: Listing) -> BinaryIO:
         stream, now = self.open()

@@ -8,7 +8,6 @@ changes key).
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from typing import BinaryIO
@@ -25,7 +24,11 @@ def key_of(st: os.stat_result) -> bytes:
 
 
 def listing_of(st: os.stat_result) -> Listing:
-    return Listing(st.st_size, key_of(st), st.st_mtime_ns, st.st_ctime_ns)
+    # tuple.__new__: a NamedTuple's own constructor is a Python call, and this runs per file.
+    return _new(Listing, (st.st_size, key_of(st), st.st_mtime_ns, st.st_ctime_ns))
+
+
+_new = tuple.__new__
 
 
 class LocalFile(Candidate):
@@ -34,17 +37,30 @@ class LocalFile(Candidate):
     __slots__ = ("directory", "follow")
 
     def __init__(self, directory: FdDir | PathDir, name: str, follow: bool, source: str):
-        super().__init__(directory.path, name, source)
+        # Candidate's fields set here, not through super(): one is made per file opened.
+        self.folder, self.name, self.source = directory.path, name, source
         self.directory, self.follow = directory, follow
 
     def open(self) -> tuple[BinaryIO, Listing]:
-        # Unbuffered: most files are read for two bytes ("MZ"?) and closed.
         fd, st = open_regular(self.directory, self.name, self.follow)
         try:
-            return io.FileIO(fd, "rb", closefd=True), listing_of(st)
+            return os.fdopen(fd, "rb"), listing_of(st)
         except BaseException:
             os.close(fd)
             raise
+
+    def sniff(self) -> tuple[Listing, BinaryIO | None]:
+        # Two bytes with os.read, and no file object unless they are "MZ": the path of most
+        # files of a sweep.
+        fd, st = open_regular(self.directory, self.name, self.follow)
+        try:
+            if os.read(fd, 2) == b"MZ":
+                return listing_of(st), os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return listing_of(st), None
 
     def reopen(self, listing: Listing) -> BinaryIO:
         fd, st = open_regular(self.directory, self.name, self.follow)
