@@ -79,6 +79,8 @@ def standard_output() -> TextIO:
     (SIGTERM, or SIGCHLD from a library's helper process): the reader got half a row and lost
     the ones after it. A buffered layer writes the rest.
     """
+    if sys.stdout is not sys.__stdout__:
+        return sys.stdout  # replaced by whoever runs us in-process (a test's capture): theirs
     sys.stdout.flush()
     raw = io.FileIO(sys.stdout.fileno(), "w", closefd=False)
     return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="")
