@@ -6,7 +6,7 @@ byte it does not touch, certificates included) and rebuilds the certificate tabl
 (data-directory size, WIN_CERTIFICATE dwLength, 8-byte alignment), so that the image digest
 still matches and only the damage described differs from a signed file.
 
-What external tools make of each file (tests/test_crafted.py checks the first column):
+What external tools make of each file (tests/inspect/test_crafted.py checks the first column):
 osslsigncode 2.9 `verify -in F -CAfile test-root.pem -TSA-CAfile test-root.pem -CRLfile
 crls.pem -TSA-CRLfile crls.pem` (samples/pki), and OpenSSL 3.0 `pkcs7 -inform DER
 -print_certs` on the output of `osslsigncode extract-signature`:

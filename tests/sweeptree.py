@@ -38,7 +38,7 @@ TEST_ROOT = SAMPLES / "pki" / "test-root.pem"
 RULES_DIR = ROOT / "rules"
 MANIFEST = json.loads((SAMPLES / "manifest.json").read_text("utf-8"))["files"]
 
-# DeviceName is device.py's to work out (tests/test_device.py holds it to the OS's names):
+# DeviceName is device.py's to work out (tests/sources/test_device.py holds it to the OS's names):
 # here every row of a sweep must carry it.
 DEVICE_NAME = device_name()
 NOBODY = 65534

@@ -391,7 +391,7 @@ def generalized_utc(contents: bytes) -> dt.datetime | None:
     """A GeneralizedTime's value, for the usual form only (None: ask asn1crypto).
 
     asn1crypto's parse goes through Fraction, about five times the cost of this
-    (benchmarks/micro_inspect.py), for the same datetime (tests/test_authenticode.py).
+    (benchmarks/micro_inspect.py), for the same datetime (tests/inspect/test_authenticode.py).
     """
     m = _GENERALIZED.match(contents)
     if m is None:

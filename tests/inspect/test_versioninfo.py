@@ -121,7 +121,7 @@ def test_samples_agree_with_pefile():
 
 @pytest.fixture(scope="session")
 def real_files() -> dict[str, list[Path]]:
-    """The files tests/test_realworld.py fetches (cached in tests/.cache/realworld/)."""
+    """The files tests/inspect/test_realworld.py fetches (cached in tests/.cache/realworld/)."""
     return {
         "msvc": rw.fetch_msvc_dlls(),
         "shim": rw.fetch_deb("shim-signed"),

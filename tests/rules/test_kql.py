@@ -23,7 +23,7 @@ from rmmscan.rules.kql import TABLES, KqlError, Predicate, Query, parse_predicat
 STORM = {"State": "string", "EventType": "string", "EpisodeNarrative": "string", "S": "string"}
 
 # The upstream files byte for byte, committed beside the rule pack (rules/README.md).
-UPSTREAM = Path(__file__).resolve().parent.parent / "rules" / "upstream"
+UPSTREAM = Path(__file__).resolve().parents[2] / "rules" / "upstream"
 
 
 def kept(predicate: str, rows: list[dict], columns=STORM) -> list[dict]:

@@ -20,8 +20,8 @@ from rmmscan.rows import build as rows
 from rmmscan.rows.facts import FileFacts
 from rmmscan.sources.device import Device
 
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "pe", "dwsnet-srl.exe")
-PKI = Path(__file__).resolve().parent.parent / "samples" / "pki"
+SAMPLE = str(Path(__file__).resolve().parents[2] / "samples" / "pe" / "dwsnet-srl.exe")
+PKI = Path(__file__).resolve().parents[2] / "samples" / "pki"
 TEST_ROOT = PKI / "test-root.pem"
 
 

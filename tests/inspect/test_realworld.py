@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import realworld as rw
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Real tables are a few signatures each: a whole run takes seconds; minutes means a bug.
 CLI_TIMEOUT = 120
 GROUPS = ("msvc", "shim", "grub")

@@ -16,7 +16,7 @@ from rmmscan.rows.build import signature_rows
 
 from conftest import TEST_ROOT
 
-REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+REGRESSIONS = Path(__file__).resolve().parents[1] / "regressions"
 INPUTS = sorted(p for p in REGRESSIONS.iterdir() if p.suffix == ".bin")
 INSPECTOR = Inspector([TEST_ROOT])
 
