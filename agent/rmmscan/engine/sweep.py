@@ -80,8 +80,9 @@ class Sweep:
         cache = self.cache
         cached = cache.lookup_dir(path) if cache is not None else None
         stop = self.stop
-        for name in files:
+        for seen, name in enumerate(files):
             if stop.is_set():
+                result.files = seen  # the files left were not looked at
                 break
             follow = name in followed
             try:
