@@ -1,7 +1,8 @@
 """An A/B of two builds of rmmscan on the benchmark corpus: a first sweep (no cache, --jobs 2)
-and a cached rescan (--jobs 2, and each build's default), the builds alternating over
---repeat rounds after a warm-up; wall-time medians, their ratio (B/A), and the largest
-process's RSS. Each build is given as its rmmscan executable (a checkout's .venv/bin/rmmscan):
+and a cached rescan (--jobs 2, and each build's default), over --repeat rounds after a
+warm-up, A and B back to back for each case (which goes first alternates by round);
+wall-time medians, their ratio (B/A), and the largest process's RSS. Each build is given as
+its rmmscan executable (a checkout's .venv/bin/rmmscan):
 
     .venv/bin/python benchmarks/ab_sweep.py OLD/.venv/bin/rmmscan .venv/bin/rmmscan \\
         --corpus benchmarks/.work/corpus-100000-s1/C
@@ -50,10 +51,15 @@ def main() -> None:
             cases[(side, "rescan default")] = warm
         for argv in cases.values():
             timed(argv)  # warm-up: page cache, and the rescans' cache
-        for _ in range(args.repeat):
-            for key, argv in cases.items():
-                runs.setdefault(key, []).append(timed(argv))
-        for case in ("sweep -j2", "rescan -j2", "rescan default"):
+        names = ("sweep -j2", "rescan -j2", "rescan default")
+        for round_ in range(args.repeat):
+            # A and B back to back for each case, the first of the two alternating by round:
+            # what ran just before (a sweep that fills the page cache) is the same for both.
+            sides = ("A", "B") if round_ % 2 == 0 else ("B", "A")
+            for case in names:
+                for side in sides:
+                    runs.setdefault((side, case), []).append(timed(cases[(side, case)]))
+        for case in names:
             a, b = runs[("A", case)], runs[("B", case)]
             ma, mb = statistics.median(r[0] for r in a), statistics.median(r[0] for r in b)
             print(f"{case:15} A {ma:6.2f} s  B {mb:6.2f} s  B/A {mb / ma:5.3f}   "

@@ -282,31 +282,15 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
 # -- the fan-out by the work ---------------------------------------------------------------------
 
 
-def test_a_rescan_of_a_swept_root_runs_in_one_process_and_a_first_sweep_fans_out(tmp_path):
+def test_files_named_one_by_one_are_judged_in_this_process_and_a_tree_fans_out(tmp_path):
     from rmmscan.engine.sweep import MAX_DEFAULT_JOBS, default_jobs
 
     tree = tmp_path / "tree"
-    (tree / "sub").mkdir(parents=True)
-    (tree / "sub" / "a.exe").write_bytes((PE_DIR / "dwsnet-ou.exe").read_bytes())
+    tree.mkdir()
+    one = tree / "a.exe"
+    one.write_bytes((PE_DIR / "dwsnet-ou.exe").read_bytes())
     fan_out = max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
-
-    def sweep(stop=None) -> int:
-        engine = Engine(_options(tmp_path / "state"), _warnings()[1])
-        engine.open_state()
-        chosen = default_jobs(engine.cache, [str(tree)])
-        stopper = threading.Event()
-        if stop:
-            stopper.set()
-        Sweep(engine, WalkOptions(), None).run([str(tree)], stop=stopper)
-        engine.close()
-        return chosen
-
-    assert sweep(stop=True) == fan_out  # nothing cached yet
-    assert sweep() == fan_out  # the stopped sweep did not count as one
-    assert sweep() == 1  # a rescan
-    engine = Engine(_options(tmp_path / "state"), _warnings()[1])
-    engine.open_state()
-    assert default_jobs(engine.cache, [str(tree / "sub")]) == 1  # inside a swept root
-    assert default_jobs(engine.cache, [str(tmp_path)]) == fan_out  # above it: new ground
-    assert default_jobs(engine.cache, [str(tree), str(tmp_path / "other")]) == fan_out
-    engine.close()
+    assert default_jobs([str(one)]) == 1
+    assert default_jobs([str(one), str(PE_DIR / "dwsnet-srl.exe")]) == 1
+    assert default_jobs([str(tree)]) == fan_out
+    assert default_jobs([str(one), str(tree)]) == fan_out

@@ -160,9 +160,8 @@ def _add_scan(sub) -> None:
         metavar="N",
         help="sweep processes, each walking the tree and reading the directories it reaches "
         "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
-        f"most {MAX_JOBS}. Default: 1 for a rescan of roots the scan cache knows (a stat and "
-        "a lookup per file: one process is faster), else the number of CPUs, at most 4 "
-        "(each process adds about 40 MiB)",
+        f"most {MAX_JOBS}. Default: 1 when every PATH is a file, else the number of CPUs, at "
+        "most 4 (each process adds about 40 MiB)",
     )
     p.add_argument(
         "--no-cache",

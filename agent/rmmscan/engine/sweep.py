@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -42,12 +43,12 @@ FLAG_SIGNED = 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 
 
-def default_jobs(cache, roots: Sequence[str]) -> int:
-    """The fan-out by what the work is. A rescan of roots the cache knows is a stat and a
-    lookup per file: one process does it faster than two, which pay their start-up and the
-    hand-off of every directory (benchmarks/README.md, fan-out). A first sweep reads and
-    judges files: one process per CPU, at most MAX_DEFAULT_JOBS."""
-    if cache is not None and roots and all(cache.knows(root) for root in roots):
+def default_jobs(roots: Sequence[str]) -> int:
+    """The fan-out by what the work is. Files named one by one are judged in this process: a
+    sweep process costs its start and about 40 MiB. A tree gets one process per CPU, at most
+    MAX_DEFAULT_JOBS: a rescan too, since one process was slower on the benchmark corpus than
+    two (benchmarks/README.md, fan-out)."""
+    if roots and all(os.path.isfile(root) for root in roots):
         return 1
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
 
@@ -149,7 +150,7 @@ class Sweep:
         if stop is not None:
             self.stop = stop
         if self.jobs is None:  # None: chosen by what the work is
-            self.jobs = default_jobs(self.cache, roots)
+            self.jobs = default_jobs(roots)
         self.now = dt.datetime.now(dt.UTC)
         self._walked.clear()
         problems: collections.deque = collections.deque()
@@ -178,9 +179,6 @@ class Sweep:
         for what, n in tally.counts.items():
             if what != "directories":
                 stats.count(what, n)
-        if self.cache is not None and not stats.interrupted:
-            for root in roots:
-                self.cache.swept(root)
         return tally
 
     def _run_threads(self, walk: Walk, take) -> None:
@@ -221,6 +219,10 @@ class Sweep:
         context = multiprocessing.get_context("fork")
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # a child must not inherit, and write again, buffered output
+        # What exists now (the rule pack, the trust store, imported modules) lives as long as
+        # the sweep: kept out of the collector's passes, which would otherwise walk it, and
+        # write to its pages, in every child (the use the gc module's documentation gives).
+        gc.freeze()
         children = []
         receivers = []
         jobs = self.jobs

@@ -205,7 +205,6 @@ class ScanCache:
             raise
         self._pending: list[tuple] = []
         self._gone: list[tuple] = []
-        self._marks: list[tuple[str, str]] = []  # (meta key, root swept)
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -239,7 +238,6 @@ class ScanCache:
             self.failure, self.damaged = failure, damaged
             self._pending.clear()
             self._gone.clear()
-            self._marks.clear()
         if damaged:
             then = f"it is set aside as {self.path.name}.broken, and the next sweep rebuilds it"
         else:
@@ -250,37 +248,6 @@ class ScanCache:
         )
 
     # -- reading: any thread ----------------------------------------------------------------
-    def knows(self, root: str) -> bool:
-        """Whether `root`, or a folder above it, was swept to the end before: its next sweep
-        is a rescan, mostly a stat and a lookup per file."""
-        if self.failure is not None:
-            return False
-        prefix = f"swept:{self.scope}:"
-        try:
-            swept = (
-                self._connect()
-                .execute(
-                    "SELECT value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
-                )
-                .fetchall()
-            )
-        except sqlite3.Error:
-            return False  # the sweep's own lookups meet it and report it
-        base = root.rstrip("/" + os.sep) or root
-        for (folder,) in swept:
-            if type(folder) is not str:
-                continue
-            top = folder.rstrip("/" + os.sep) or folder
-            if base == top or base.startswith(top.rstrip("/" + os.sep) + os.sep):
-                return True
-        return False
-
-    def swept(self, root: str) -> None:
-        """`root` was swept to the end (so its next sweep is a rescan): written with the
-        batch of rows that ends the sweep."""
-        if root.isprintable() and len(root) < 4096:  # else no mark: the next sweep fans out
-            self._marks.append((f"swept:{self.scope}:{root}", root))
-
     def lookup_dir(self, directory: str) -> dict[str, tuple] | None:
         """Every file of one directory: name -> (name, key, judged, flags, rsum, sum), as
         stored (check a row with `sound` before believing it); None: no cache to ask.
@@ -400,7 +367,7 @@ class ScanCache:
             self._gone.extend((self.scope, _db_name(directory), _db_name(n)) for n in names)
 
     def flush(self) -> None:
-        if self.failure is not None or not (self._pending or self._gone or self._marks):
+        if self.failure is not None or (not self._pending and not self._gone):
             return
         try:
             db = self._connect()
@@ -412,7 +379,6 @@ class ScanCache:
                 db.executemany(
                     "DELETE FROM files WHERE scope = ? AND dir = ? AND name = ?", self._gone
                 )
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self._marks)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -422,7 +388,6 @@ class ScanCache:
             self.fail(exc)
         self._pending.clear()
         self._gone.clear()
-        self._marks.clear()
 
     def close(self) -> None:
         """Flush, close, and set the file aside when it turned out damaged."""
