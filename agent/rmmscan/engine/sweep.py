@@ -116,12 +116,14 @@ class Sweep:
                     # The record is of the file as listed; what is there now is read afresh.
                     result.cached -= 1
                     outcome = self.engine.judge(candidate, self.now)
-                if type(outcome) is NotPE:  # most files: Batch.add's work, inline
-                    result.store.append((name, outcome.listing.key, None, None, 0))
-                else:
+                if type(outcome) is not NotPE:
                     result.add(name, outcome)
+                elif cache is not None:  # most files: Batch.add's work, inline
+                    result.store.append((name, outcome.listing.key, None, None, 0))
             except Exception as exc:  # a bug on one file must not end a machine's sweep
                 result.problems.append(problem_of(join(path, name), exc))
+        if cache is None:
+            result.store.clear()  # nothing to learn it: not sent, not pickled
         if cached and not stop.is_set():
             listed_names = set(files)
             result.gone = [name for name in cached if name not in listed_names]
