@@ -19,20 +19,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..state.inventory import (
-    Cleared,
-    Counts,
-    Inventory,
-    Problem,
-    StateError,
-    clear_cache,
-    summarize,
-)
-from ..state.store import default_dir
 from ..text import printable
+from .status import EXIT_ERROR, EXIT_OK
 
-EXIT_OK, EXIT_ERROR = 0, 2
+if TYPE_CHECKING:  # imported when the command runs: every command builds this parser
+    from ..state.inventory import Cleared, Counts, Inventory, Problem
 
 EPILOG = """exit status: 0 shown or cleared; 2 a database could not be read (the rest is still
 shown), the scan cache is locked by a running scan, or it cannot be cleared."""
@@ -82,6 +75,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    from ..state.inventory import summarize
+    from ..state.store import default_dir
+
     directory = args.state_dir if args.state_dir is not None else default_dir()
     if args.clear_cache:
         return _clear(directory, args.format)
@@ -99,6 +95,8 @@ def run(args) -> int:
 
 
 def _clear(directory: Path, fmt: str) -> int:
+    from ..state.inventory import StateError, clear_cache
+
     exists = os.path.lexists(directory)
     try:
         cleared = clear_cache(directory) if exists else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import gc
+import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -229,9 +230,10 @@ class Sweep:
         receivers = []
         jobs = self.jobs
         claims = claiming.make(jobs)
-        # A byte in shared memory, not an Event: the children read it for every file, and an
-        # Event takes a lock to be read (0.6 us against 0.09 us).
-        shared_stop = context.RawValue("b", 0)
+        # A byte of shared memory, not an Event: the children read it for every file, and an
+        # Event takes a lock to be read (0.6 us against 0.05 us). An anonymous mapping made
+        # before the fork is shared with the children (ctypes' shared values cost 1 MiB).
+        shared_stop = mmap.mmap(-1, 1)
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             receivers.append(receiver)
@@ -251,7 +253,7 @@ class Sweep:
         try:
             while waiting:
                 if self.stop.is_set():
-                    shared_stop.value = 1
+                    shared_stop[0] = 1
                     deadline = deadline or time.monotonic() + _GRACE_S
                     if time.monotonic() >= deadline:
                         wait_s = 0.0  # what they are still reading is not wanted
@@ -288,7 +290,7 @@ class Sweep:
                                 tally.count(what, n)
                 take(None)
         except BaseException:
-            shared_stop.value = 1  # Ctrl-C, output closed: the others stop too
+            shared_stop[0] = 1  # Ctrl-C, output closed: the others stop too
             raise
         finally:
             _end([child for child, _ in children], wait_s)
@@ -297,6 +299,7 @@ class Sweep:
                 receiver.close()
             if claims is not None:
                 claims.close()
+            shared_stop.close()
 
     def _child(self, roots, share, shares, claims, sender, receivers, shared_stop) -> None:
         """One sweep process: its share of the directories, results down the pipe.
@@ -368,7 +371,7 @@ class _ChildStop:
         self.flag = True
 
     def is_set(self) -> bool:
-        return self.flag or self.shared.value != 0
+        return self.flag or self.shared[0] != 0
 
 
 def _end(children, wait_s: float) -> None:
