@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from ..inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
 from ..sources.device import Device
 from ..text import brief, path_columns, plain_detail
-from .columns import NAMES, SIGNATURE, SOURCE
+from .columns import GROUP, NAMES, SIGNATURE
 
-SIGNATURE_COLUMNS = tuple(n for n in NAMES if SOURCE[n] == SIGNATURE)
+SIGNATURE_COLUMNS = tuple(n for n in NAMES if GROUP[n] == SIGNATURE)
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -32,11 +32,11 @@ class Column:
     description: str
     defender: bool = False
     nullable: bool = False
-    source: str = SIGNATURE  # which step of the pipeline yields it (FILE ... EMIT)
+    group: str = SIGNATURE  # the group of columns computed together (FILE ... EMIT)
 
 
-def _c(name, type_, source, description, defender=False, nullable=False) -> Column:
-    return Column(name, type_, description, defender, nullable, source)
+def _c(name, type_, group, description, defender=False, nullable=False) -> Column:
+    return Column(name, type_, description, defender, nullable, group)
 
 
 D, N = True, True  # readability below: defender=D, nullable=N
@@ -112,9 +112,9 @@ COLUMNS: tuple[Column, ...] = (
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 DEFENDER: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.defender)
 TYPES: dict[str, str] = {c.name: c.type for c in COLUMNS}
-SOURCE: dict[str, str] = {c.name: c.source for c in COLUMNS}
+GROUP: dict[str, str] = {c.name: c.group for c in COLUMNS}
 # Columns a rule may test: everything but what is only known when a row is emitted.
-QUERYABLE: dict[str, str] = {c.name: c.type for c in COLUMNS if c.source != EMIT}
+QUERYABLE: dict[str, str] = {c.name: c.type for c in COLUMNS if c.group != EMIT}
 
 
 def markdown_table() -> str:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from ..sources.candidate import FileChanged
 from . import build as rows
-from .columns import FILE, HASH, NAMES, SIGNATURE, SOURCE, VERDICT, VERSION
+from .columns import FILE, GROUP, HASH, NAMES, SIGNATURE, VERDICT, VERSION
 
 
 def with_anomaly(anomalies: str | None, anomaly: str) -> str:
@@ -228,16 +228,16 @@ class FileFacts:
         return len(self.signature_rows()) if self.is_pe else 0
 
     def value(self, index: int, name: str):
-        source = SOURCE[name]
-        if source == FILE:
+        group = GROUP[name]
+        if group == FILE:
             return self.file[name]
-        if source == SIGNATURE:
+        if group == SIGNATURE:
             return self.signature_rows()[index][name]
-        if source == VERSION:
+        if group == VERSION:
             return self.version()[name]
-        if source == HASH:
+        if group == HASH:
             return self.hashes()[name]
-        if source == VERDICT:
+        if group == VERDICT:
             return self.verdict_rows()[index][name]
         raise KeyError(f"{name} is only known when the row is emitted")
 

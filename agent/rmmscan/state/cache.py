@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..rows.columns import HASH, NAMES, SIGNATURE, SOURCE, TYPES, VERDICT, VERSION
+from ..rows.columns import GROUP, HASH, NAMES, SIGNATURE, TYPES, VERDICT, VERSION
 from .store import ADVICE_ACCESS, Damaged, describe, error_code, is_damage, shown
 
 SCHEMA = """
@@ -108,7 +108,7 @@ def record_sum(text: str | None) -> int:
 # -- what a record may hold (the groups of rows/facts.py) ------------------------------------------
 
 _GROUP_COLUMNS = {
-    group: frozenset(n for n in NAMES if SOURCE[n] == group)
+    group: frozenset(n for n in NAMES if GROUP[n] == group)
     for group in (SIGNATURE, VERDICT, VERSION, HASH)
 }
 _HEX = {"SHA1": 40, "SHA256": 64, "MD5": 32}

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from ...rows.columns import COSTS, QUERYABLE, SOURCE, TYPES
+from ...rows.columns import COSTS, GROUP, QUERYABLE, TYPES
 from .lexer import EOF, IDENT, NUMBER, OP, STRING, Source, Token, tokenize
 from .model import Predicate, Query
 from .regex import RegexRefused, compile_search
@@ -84,7 +84,7 @@ STRING_TYPE, BOOL, INTEGERS = "string", "bool", ("long", "int")
 
 def default_cost(columns: Mapping[str, str]) -> dict[str, int]:
     top = max(COSTS.values())
-    return {name: COSTS[SOURCE[name]] if name in SOURCE else top for name in columns}
+    return {name: COSTS[GROUP[name]] if name in GROUP else top for name in columns}
 
 
 class _Parser:
