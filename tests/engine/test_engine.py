@@ -283,6 +283,7 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
 
 
 def test_files_named_one_by_one_are_judged_in_this_process_and_a_tree_fans_out(tmp_path):
+    """Where the sweep cannot fork (Windows, a process with threads), one worker."""
     from rmmscan.engine.sweep import MAX_DEFAULT_JOBS, default_jobs
 
     tree = tmp_path / "tree"
@@ -290,7 +291,8 @@ def test_files_named_one_by_one_are_judged_in_this_process_and_a_tree_fans_out(t
     one = tree / "a.exe"
     one.write_bytes((PE_DIR / "dwsnet-ou.exe").read_bytes())
     fan_out = max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
-    assert default_jobs([str(one)]) == 1
-    assert default_jobs([str(one), str(PE_DIR / "dwsnet-srl.exe")]) == 1
-    assert default_jobs([str(tree)]) == fan_out
-    assert default_jobs([str(one), str(tree)]) == fan_out
+    assert default_jobs([str(one)], True) == 1
+    assert default_jobs([str(one), str(PE_DIR / "dwsnet-srl.exe")], True) == 1
+    assert default_jobs([str(tree)], True) == fan_out
+    assert default_jobs([str(one), str(tree)], True) == fan_out
+    assert default_jobs([str(tree)], False) == 1  # threads: one worker

@@ -160,8 +160,9 @@ def _add_scan(sub) -> None:
         metavar="N",
         help="sweep processes, each walking the tree and reading the directories it reaches "
         "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
-        f"most {MAX_JOBS}. Default: 1 when every PATH is a file, else the number of CPUs, at "
-        "most 4 (each process adds about 40 MiB)",
+        f"most {MAX_JOBS}. Default: the number of CPUs, at most 4 (each process adds about "
+        "40 MiB); 1 when every PATH is a file, or where the OS cannot fork (threads share one "
+        "core: two were slower than one)",
     )
     p.add_argument(
         "--no-cache",

@@ -44,12 +44,13 @@ FLAG_SIGNED = 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 
 
-def default_jobs(roots: Sequence[str]) -> int:
-    """The fan-out by what the work is. Files named one by one are judged in this process: a
-    sweep process costs its start and about 40 MiB. A tree gets one process per CPU, at most
-    MAX_DEFAULT_JOBS: a rescan too, since one process was slower on the benchmark corpus than
-    two (benchmarks/README.md, fan-out)."""
-    if roots and all(os.path.isfile(root) for root in roots):
+def default_jobs(roots: Sequence[str], can_fork: bool) -> int:
+    """The fan-out by what the work is (benchmarks/README.md, fan-out). Files named one by one
+    are judged in this process: a sweep process costs its start and about 40 MiB. A tree gets
+    one sweep process per CPU, at most MAX_DEFAULT_JOBS, a rescan too: one process was 1.4
+    times slower than two on the benchmark corpus. Where the sweep cannot fork, one worker:
+    threads share one core, and two were slower than one."""
+    if not can_fork or (roots and all(os.path.isfile(root) for root in roots)):
         return 1
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
 
@@ -152,8 +153,11 @@ class Sweep:
         the clock certificates are judged by is read now, once per sweep."""
         if stop is not None:
             self.stop = stop
+        # Forking a process that already runs threads is unsafe (a lock held by another thread
+        # stays held in the child): then the workers are threads.
+        can_fork = portable.CAN_FORK and threading.active_count() == 1
         if self.jobs is None:  # None: chosen by what the work is
-            self.jobs = default_jobs(roots)
+            self.jobs = default_jobs(roots, can_fork)
         self.now = dt.datetime.now(dt.UTC)
         self._walked.clear()
         problems: collections.deque = collections.deque()
@@ -171,7 +175,7 @@ class Sweep:
                 tick(self.current_root)
 
         try:
-            if self.jobs > 1 and portable.CAN_FORK and threading.active_count() == 1:
+            if self.jobs > 1 and can_fork:
                 self._run_processes(roots, tally, take)
             else:
                 walk = Walk(roots, self.visit, tally, self.options, self.jobs, stop=self.stop)
