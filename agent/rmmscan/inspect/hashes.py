@@ -2,7 +2,8 @@
 
 hashlib releases the GIL on large updates, so for a big file MD5 (the slowest of the three
 where the CPU has SHA instructions and MD5 has none) runs in a second thread while this one
-does the other two: bench_inspect.py's 1 GiB file took 3.62 s for the three, 1.75 s since.
+does the other two: bench_inspect.py's 1 GiB file is hashed in half the time of one thread
+(benchmarks/README.md, inspection).
 The installer that a DWService detection usually is then costs the time of its slowest hash,
 and a sweep process left with it at the end keeps the others waiting that much less.
 """
