@@ -114,7 +114,6 @@ def _stopped_by_sigterm(stop: threading.Event):
         yield  # signals reach the main thread only: whoever runs us there handles them
         return
     previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.siginterrupt(signal.SIGTERM, False)
     try:
         yield
     finally:

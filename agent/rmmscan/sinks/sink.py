@@ -69,7 +69,6 @@ class StreamSink:
             raise _failed(self.name, exc) from None
 
 
-
 def standard_output() -> TextIO:
     """Standard output for rows: UTF-8 whatever the locale (a name is never an encoding
     error), and buffered even under PYTHONUNBUFFERED or `python -u`.
