@@ -296,3 +296,15 @@ def test_files_named_one_by_one_are_judged_in_this_process_and_a_tree_fans_out(t
     assert default_jobs([str(tree)], True) == fan_out
     assert default_jobs([str(one), str(tree)], True) == fan_out
     assert default_jobs([str(tree)], False) == 1  # threads: one worker
+
+
+@pytest.mark.parametrize("fmt", ["table", "jsonl"])
+def test_inspect_of_what_cannot_be_opened_is_an_error(tmp_path, capsys, fmt):
+    from rmmscan.cli.main import main
+
+    status = main(["inspect", "--format", fmt, "--state-dir", str(tmp_path / "s"),
+                   str(tmp_path), str(PE_DIR / "dwsnet-ou.exe")])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert f"rmmscan: {tmp_path}: is a directory" in err
+    assert "dwsnet-ou.exe" in out  # the next file is still reported

@@ -70,7 +70,9 @@ def _one(engine: Engine, name: str, fmt: str, out) -> bool:
     outcome = engine.judge_file(candidate)
     ok = True
     for _path, kind, message in outcome.problems:
-        if kind != "changed":
+        # A file that changed while it was read is still reported; one that could not be
+        # opened at all (a directory, a FIFO, gone) is not.
+        if kind != "changed" or outcome.listing is None:
             ok = False
         _error(name, message)
     if outcome.listing is not None and not outcome.pe:
