@@ -211,14 +211,19 @@ class Engine:
         else:
             opener = lambda: candidate.reopen(listing)  # noqa: E731
         path = candidate.path
-        facts = FileFacts(
-            file_columns(FileRef(path, candidate.source), self.device, listing.size),
-            opener,
-            self.inspector,
-            record,
-            now,
-            self.generation,
-        )
+        try:
+            facts = FileFacts(
+                file_columns(FileRef(path, candidate.source), self.device, listing.size),
+                opener,
+                self.inspector,
+                record,
+                now,
+                self.generation,
+            )
+        except BaseException:
+            if stream is not None:
+                stream.close()  # else nobody would: FileFacts closes only what it holds
+            raise
         try:
             judgement = self.judge_rows.judge(facts)
             # A file written to while it was read still reports what was read (a finding is
