@@ -11,6 +11,7 @@ thread only.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ..sinks.sink import Sink
 from ..sinks.stats import ScanStats
 from ..sources.candidate import Candidate, FileChanged, Listing
 from ..sources.device import Device, local_device
+from ..sources.local import NotRegular
 from ..text import printable
 from .options import Options
 
@@ -38,8 +40,7 @@ class OptionsError(Exception):
 
 
 class Outcome:
-    """What judging one candidate yielded. A plain class, not a dataclass: one is made for
-    every file a sweep opens, most of them not PE files, and this costs a third as much."""
+    """What judging one candidate yielded (a file that is not a PE: NotPE, made cheaper)."""
 
     __slots__ = (
         "detections", "listing", "not_pe", "pe", "problems", "rows", "signed", "store",
@@ -97,11 +98,7 @@ class Batch:
     gone: list[str] = field(default_factory=list)  # names the cache holds that are not there
     problems: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def add(self, name: str, outcome: Outcome) -> None:
-        if not outcome.pe and not outcome.problems:  # most files of a sweep
-            if outcome.store is not None and outcome.listing is not None:
-                self.store.append((name, outcome.listing.key, *outcome.store))
-            return
+    def add(self, name: str, outcome: Outcome | NotPE) -> None:
         self.pe += outcome.pe
         self.signed += outcome.signed
         self.rows.extend(outcome.rows)
@@ -306,10 +303,6 @@ class Engine:
 
 def problem_of(path: str, exc: BaseException) -> tuple[str, str, str]:
     """(path, kind, message) for a file that could not be judged."""
-    import errno
-
-    from ..sources.local import NotRegular
-
     if isinstance(exc, FileNotFoundError):
         return (path, "vanished", exc.strerror or "vanished")
     if isinstance(exc, NotRegular | FileChanged):

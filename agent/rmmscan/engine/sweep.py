@@ -37,10 +37,8 @@ from ..sources import claims as claiming
 from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
-from .engine import Batch, Engine, NotPE, problem_of
+from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
 
-FLAG_PE = 1
-FLAG_SIGNED = 2
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 
 

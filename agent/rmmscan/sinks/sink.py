@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from typing import Protocol, TextIO
 
 
@@ -39,22 +40,23 @@ class StreamSink:
         self.out, self.name, self.owned = out, name, owned
 
     def write(self, rows: Sequence[dict]) -> None:
-        try:
+        with self._writing():
             self.emit(rows)
             self.out.flush()
-        except BrokenPipeError:
-            raise  # the reader went away (`| head`): the caller says so, without a traceback
-        except OSError as exc:
-            raise _failed(self.name, exc) from None
 
     def emit(self, rows: Sequence[dict]) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:
-        try:
+        with self._writing():
             self.out.flush()
+
+    @contextmanager
+    def _writing(self):
+        try:
+            yield
         except BrokenPipeError:
-            raise
+            raise  # the reader went away (`| head`): the caller says so, without a traceback
         except OSError as exc:
             raise _failed(self.name, exc) from None
 

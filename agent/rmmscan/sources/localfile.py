@@ -31,6 +31,13 @@ def listing_of(st: os.stat_result) -> Listing:
 _new = tuple.__new__
 
 
+def changed_locally(_candidate: Candidate, stream: BinaryIO, listing: Listing) -> str | None:
+    """Candidate.changed for a local file: the open file's identity against the listing's."""
+    if key_of(os.fstat(stream.fileno())) != listing.key:
+        return "changed while it was read"
+    return None
+
+
 class LocalFile(Candidate):
     """``directory`` stays open while the file is judged (the sweep's visit holds it)."""
 
@@ -69,10 +76,7 @@ class LocalFile(Candidate):
             raise FileChanged("changed since it was listed")
         return os.fdopen(fd, "rb")
 
-    def changed(self, stream: BinaryIO, listing: Listing) -> str | None:
-        if key_of(os.fstat(stream.fileno())) != listing.key:
-            return "changed while it was read"
-        return None
+    changed = changed_locally
 
 
 class NamedFile(Candidate):
@@ -95,7 +99,4 @@ class NamedFile(Candidate):
         stream, st = open_named(self.full)
         return stream, listing_of(st)
 
-    def changed(self, stream: BinaryIO, listing: Listing) -> str | None:
-        if key_of(os.fstat(stream.fileno())) != listing.key:
-            return "changed while it was read"
-        return None
+    changed = changed_locally
