@@ -225,18 +225,17 @@ def test_a_stop_event_ends_a_sweep_within_a_second_and_the_cache_stays_sound(
     stop = threading.Event()
     stopped_at: list[float] = []
 
-    def stop_soon():
-        time.sleep(1.5)
-        stopped_at.append(time.monotonic())
-        stop.set()
+    def stop_midway(_root: str) -> None:
+        # Stopped by the sweep's own progress, not after a delay: a faster machine must not
+        # finish the corpus first.
+        if not stopped_at and engine.stats.files >= 1000:
+            stopped_at.append(time.monotonic())
+            stop.set()
 
-    stopper = threading.Thread(target=stop_soon)
-    stopper.start()
-    # The sweep forks only in a process with no other thread: here the stopper runs, so
-    # jobs=2 is two threads; the processes' path is checked by the SIGTERM test below.
-    sweep.run([str(corpus)], stop=stop)
+    # jobs=2 forks two processes where this process runs no other thread, else it runs two
+    # threads; the SIGTERM test below checks the processes' path in any case.
+    sweep.run([str(corpus)], tick=stop_midway, stop=stop)
     returned = time.monotonic()
-    stopper.join()
     engine.close()
     assert stopped_at, "the sweep ended before it was stopped: the corpus is too small"
     assert returned - stopped_at[0] < 1.0
@@ -258,17 +257,24 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
         [sys.executable, "-m", "rmmscan", "scan", str(corpus), "--format", "jsonl", "-j", jobs,
          "--trusted-roots", str(TEST_ROOT), "--no-system-roots", "--state-dir", str(tmp_path),
          "--no-cache"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
         # Unbuffered, as `python -u` runs: the stream rmmscan writes rows to must still
         # complete a write that the signal cuts short.
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )  # fmt: skip
-    time.sleep(2.0)
+    # Signalled once the first rows arrive (the sweep is under way), not after a delay: a
+    # faster machine must not finish the corpus first.
+    head = b""
+    while b"\n" not in head:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "the sweep ended before it wrote a row"
+        head += chunk
     assert proc.poll() is None, "the sweep ended before it was stopped: the corpus is too small"
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    rest, err = proc.communicate(timeout=60)
     took = time.monotonic() - sent
+    out, err = (head + rest).decode(), err.decode()
     assert took < 2.0, err
     assert "INTERRUPTED" in err, err
     assert "files walked:" in err
