@@ -14,7 +14,7 @@ from .status import EXIT_ERROR, EXIT_INTERRUPTED
 
 MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (sources/claims.py) holds this many owners
 
-COMMANDS = ("scan", "inspect", "rules", "state")
+COMMANDS = ("scan", "inspect", "rules", "state", "config", "outbox")
 
 SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
 something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     from .state import add_parser as add_state
 
     add_state(sub)
+    from .config import add_parser as add_config
+
+    add_config(sub)
+    from .outbox import add_parser as add_outbox
+
+    add_outbox(sub)
     return parser
 
 
@@ -176,6 +182,23 @@ def _add_scan(sub) -> None:
         help="no progress line on a terminal",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a configuration file (TOML): its sinks (syslog, Splunk HEC, Sentinel's Logs "
+        "Ingestion, rotating JSONL) take the rows too, and its settings apply where the "
+        "command line is silent; check it with `rmmscan config check FILE`",
+    )
+    p.add_argument(
+        "--flush-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="at the end, wait at most this long for the sinks' receivers to take the rows "
+        "(default: the configuration's flush_timeout, else 30 s); what is left waits in the "
+        "outbox for the next run",
+    )
     _trust_options(p)
 
 
@@ -188,6 +211,15 @@ def _jobs(text: str) -> int:
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"{value}: must be 1 to {MAX_JOBS}")
     return value
+
+
+def _seconds(text: str) -> float:
+    from ..config.schema import duration
+
+    try:
+        return duration(text if text[-1:].isalpha() else float(text))
+    except (ValueError, Exception) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +262,14 @@ def _dispatch(args) -> int:
         return run(args)
     if args.command == "state":
         from .state import run
+
+        return run(args)
+    if args.command == "config":
+        from .config import run
+
+        return run(args)
+    if args.command == "outbox":
+        from .outbox import run
 
         return run(args)
     return EXIT_ERROR

@@ -133,6 +133,12 @@ class Console:
             )
             if parts:
                 out.write(f"{title}: {parts}\n")
+        for d in stats.deliveries:
+            out.write(
+                f"forwarded to {d.sink} ({printable(d.receiver)}): {d.written:,} rows written, "
+                f"{d.delivered:,} delivered, {d.waiting:,} waiting in the outbox, "
+                f"{d.aside:,} set aside, {d.dropped:,} dropped\n"
+            )
         rate = stats.files / max(elapsed, 1e-9)
         out.write(
             f"elapsed: {elapsed:.1f} s ({rate:,.0f} files/s), from the cache: {stats.cached:,}\n"

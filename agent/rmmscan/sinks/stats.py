@@ -17,6 +17,23 @@ NOT_READ = ("unreadable", "unreadable roots", "failed")
 ERRORS = ("failed", "unreadable roots")
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of the rows a forwarding sink took in one run (forward.py)."""
+
+    sink: str  # the sink's name in the configuration
+    receiver: str  # the transport's name: "hec https://splunk:8088"
+    written: int  # rows committed to its outbox by this run
+    delivered: int  # rows its receiver accepted during this run (earlier runs' rows too)
+    waiting: int  # rows still in the outbox: they go with the next run or the agent
+    aside: int  # rows the receiver refused for good, set aside in this run
+    dropped: int  # rows the outbox's size budget dropped in this run
+
+    @property
+    def complete(self) -> bool:
+        return not (self.waiting or self.aside or self.dropped)
+
+
 class Observer(Protocol):
     def problem(self, path: str, kind: str, message: str) -> None: ...
 
@@ -34,6 +51,7 @@ class ScanStats:
     problems: dict[str, int] = field(default_factory=dict)  # kind -> count
     suppressed: dict[str, int] = field(default_factory=dict)  # allowlist entry -> count
     interrupted: bool = False  # stopped before the end (a stop event, SIGTERM)
+    deliveries: list[Delivery] = field(default_factory=list)  # one per forwarding sink
     observers: list[Observer] = field(default_factory=list)
 
     def subscribe(self, observer: Observer) -> None:
@@ -59,4 +77,8 @@ class ScanStats:
     @property
     def incomplete(self) -> bool:
         """Something that should have been scanned was not: the result is not the whole truth."""
-        return self.interrupted or any(self.problems.get(kind) for kind in ERRORS)
+        return (
+            self.interrupted
+            or any(self.problems.get(kind) for kind in ERRORS)
+            or not all(d.complete for d in self.deliveries)
+        )
