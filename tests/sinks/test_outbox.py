@@ -65,7 +65,7 @@ def test_a_full_outbox_drops_the_oldest_inventory_first_and_detections_last(tmp_
 def test_a_refused_row_is_set_aside_with_the_answer_and_no_longer_sent(tmp_path):
     box = Outbox(path_of(tmp_path, "siem"))
     box.put([_entry(1, True), _entry(2, True)], 1 << 20)
-    first, second = box.peek(10, 1 << 20)
+    first, _ = box.peek(10, 1 << 20)
     box.set_aside(first[0], "400 Bad Request: invalid field")
     assert _ids(box.peek(10, 1 << 20)) == [2]
     depth = box.depth()

@@ -13,7 +13,10 @@ from rmmscan.sinks.sink import SinkError
 
 
 def _rows(start: int, n: int) -> list[dict]:
-    return [{"ReportId": i, "FolderPath": f"C:\\t\\{i}\n" + "x" * 200} for i in range(start, start + n)]
+    return [
+        {"ReportId": i, "FolderPath": f"C:\\t\\{i}\n" + "x" * 200}
+        for i in range(start, start + n)
+    ]
 
 
 def test_rotation_keeps_every_row_whole_and_the_newest_files(tmp_path):
