@@ -10,6 +10,10 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
+import ssl
+import threading
+import time
 
 import pytest
 
@@ -335,3 +339,45 @@ def test_nothing_is_sent_before_the_first_send(tmp_path):
         transport = SyslogTransport(settings(receiver))  # lazily: constructing needs no receiver
         assert isinstance(transport.send([entry_of(make_row(0, "a.exe"))]), Retry)
     assert receiver.messages() == []
+
+
+def test_tls_session_tickets_are_not_mistaken_for_a_hang_up(tmp_path, pki):
+    """OpenSSL servers send TLS 1.3 session tickets after the handshake (rsyslog's gtls does
+    not): the socket turns readable with no data, and the connection is still good."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.num_tickets = 2
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    chunks: list[bytes] = []
+    connections: list[str] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with context.wrap_socket(raw, server_side=True) as conn:
+            connections.append(conn.version() or "")
+            conn.settimeout(10)
+            while data := conn.recv(65536):
+                chunks.append(data)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    transport = SyslogTransport(SyslogSettings("127.0.0.1", port, "tls", ca_file=pki.ca))
+    rows = [make_row(i, f"{i}.exe") for i in range(3)]
+    try:
+        for row in rows:
+            assert transport.send([entry_of(row)]) == Accepted()
+            time.sleep(0.1)  # the tickets arrive before the next batch
+    finally:
+        transport.close()
+        server.join(10)
+        listener.close()
+    assert connections == ["TLSv1.3"]  # one connection kept for every batch
+    stream = b"".join(chunks)
+    messages = []
+    while stream:
+        length, _, rest = stream.partition(b" ")
+        messages.append(rest[: int(length)])
+        stream = rest[int(length) :]
+    assert [json.loads(m.split(b" - ", 1)[1]) for m in messages] == rows

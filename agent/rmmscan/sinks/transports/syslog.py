@@ -140,11 +140,25 @@ def _tls_context(settings: SyslogSettings) -> ssl.SSLContext:
 
 
 def _hung_up(sock: socket.socket) -> bool:
-    """Whether the receiver closed the connection or sent anything (a TLS alert): a syslog
-    receiver never writes, so either means it may have dropped what its kernel acknowledged,
-    for instance a receiver refusing the client certificate after a TLS 1.3 handshake."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
+    """Whether the receiver closed the connection or broke it (a reset, a TLS alert): it may
+    then have dropped what its kernel acknowledged, for instance a receiver refusing the client
+    certificate after a TLS 1.3 handshake. What a receiver writes otherwise (TLS 1.3 session
+    tickets, which a syslog receiver may send at any time) is read and discarded."""
+    for _ in range(64):  # bounded: a receiver that keeps writing is not hanging up
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            sock.setblocking(False)
+            if not sock.recv(4096):
+                return True
+        except ssl.SSLWantReadError:
+            return False  # only TLS records with no data (tickets) were there
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+    return False
 
 
 class SyslogTransport:
@@ -202,7 +216,7 @@ class SyslogTransport:
         data = b"".join(b"%d %s" % (len(m), m) for m in messages)
         deadline = time.monotonic() + self.settings.timeout
         try:
-            sock = self._connection()
+            sock = self._connection(deadline)
             self._send_all(sock, data, deadline)
             left = self._wait_acknowledged(sock, deadline)
             if not left and _hung_up(sock):
@@ -227,17 +241,18 @@ class SyslogTransport:
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _connection(self) -> socket.socket:
+    def _connection(self, deadline: float) -> socket.socket:
         """The open connection, or a new one when there is none or the receiver closed it: a
         syslog receiver never writes, so a readable socket means it hung up (or sent a TLS
         alert), and the batch goes on a fresh connection rather than into a dead one."""
         if self._sock is not None and _hung_up(self._sock):
             self.close()
         if self._sock is None:
-            timeout = self.settings.timeout
+            timeout = max(deadline - time.monotonic(), 0.001)
             sock = socket.create_connection((self.settings.host, self.settings.port), timeout)
             try:
                 if self._tls is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
                     sock = self._tls.wrap_socket(sock, server_hostname=self.settings.host)
             except BaseException:
                 sock.close()
