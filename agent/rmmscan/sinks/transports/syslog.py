@@ -10,8 +10,8 @@ What ``Accepted`` means, per transport:
 
 - TCP and TLS: a batch goes out as octet-counted frames (``LEN SP MSG``, RFC 6587 §3.4.1 and
   RFC 5425 §4.3), all on one connection. ``send`` answers ``Accepted`` only once the receiver's
-  TCP stack has acknowledged every byte of the batch and the receiver has not closed the
-  connection or written to it (a TLS alert) meanwhile: on Linux it polls the socket's
+  TCP stack has acknowledged every byte of the batch and the receiver has not closed or broken
+  the connection (a reset, a TLS alert) meanwhile: on Linux it polls the socket's
   unacknowledged send queue (``ioctl(SIOCOUTQ)``, alias ``TIOCOUTQ``) until it is empty, within
   ``timeout`` seconds. Where that ioctl does not exist (anything but Linux), ``Accepted`` means
   only that the batch is in the local kernel's send buffer (every ``send`` returned): a
