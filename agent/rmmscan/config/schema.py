@@ -297,8 +297,8 @@ class _Checker:
             for key in ("ca_file", "cert_file", "key_file", INSECURE):
                 if key in table:
                     self.problem(f"{prefix}.{key}", 'applies to transport = "tls" only')
-        if ("cert_file" in table) != ("key_file" in table):
-            self.problem(prefix, "a client certificate needs both cert_file and key_file")
+        if "key_file" in table and "cert_file" not in table:
+            self.problem(f"{prefix}.key_file", "is the key of cert_file: give cert_file too")
         return keys | {"address"}, settings
 
     def secret(self, table: dict, prefix: str, base: str, required: bool) -> tuple[set, Any]:
