@@ -513,7 +513,8 @@ class EntraReceiver(HttpsReceiver):
             "x5t#S256": base64.urlsafe_b64encode(hashlib.sha256(der).digest())
             .rstrip(b"=").decode(),
         }
-        if not any(header.get(k) == v for k, v in thumbprints.items()):
+        # base64url, padded (as MSAL writes it) or not (as RFC 7515 does)
+        if not any(str(header.get(k, "")).rstrip("=") == v for k, v in thumbprints.items()):
             return "the assertion names another certificate"
         audience = f"{self.url}/{self.tenant}/oauth2/v2.0/token"
         if payload.get("iss") != client_id or payload.get("sub") != client_id:
