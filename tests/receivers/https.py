@@ -91,6 +91,7 @@ class _Server(ThreadingHTTPServer):
         tls = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with self.connections_lock:
             self.connections.add(tls)
+            self.owner.connections += 1
         return tls, address
 
     def shutdown_request(self, request):
@@ -180,6 +181,7 @@ class HttpsReceiver:
         self._markers: dict[str, int] = {}
         self._rows: list[Any] = []
         self._requests: list[Request] = []
+        self.connections = 0  # connections accepted: keep-alive shows as fewer than requests
 
     # -- running --
 
@@ -284,6 +286,7 @@ class HttpsReceiver:
             self._requests.clear()
             self._failures.clear()
             self._markers.clear()
+            self.connections = 0
 
     # -- answering (subclasses) --
 

@@ -96,6 +96,19 @@ def test_awkward_rows_arrive_intact_with_their_envelope(receiver, pki):
     assert len(receiver.requests) == 1
 
 
+def test_the_session_keeps_its_connection(receiver, pki):
+    transport = HecTransport(settings(receiver, pki))
+    try:
+        for i in range(3):
+            assert transport.send([entry(row(i))]) == Accepted()
+        receiver.fail_next(1, 503)
+        assert isinstance(transport.send([entry(row(3))]), Retry)
+        assert transport.send([entry(row(4))]) == Accepted()
+    finally:
+        transport.close()
+    assert len(receiver.requests) == 5 and receiver.connections == 1
+
+
 def test_batches_fit_the_request_limit_and_keep_order(receiver, pki):
     rows = [row(i, f"big{i}.exe", pad=20_000) for i in range(150)]  # about 3 MB
     transport = HecTransport(settings(receiver, pki))

@@ -230,12 +230,15 @@ def shorten(text: str, secrets: Sequence[str]) -> str:
 
 
 def _bounded_text(response) -> str:
-    """At most 4 KiB of the receiver's answer: enough for a reason, bounded for a hostile
-    receiver."""
+    """At most 8 KiB of the receiver's answer: enough for a reason, bounded for a hostile
+    receiver. An answer read to its end leaves the connection to be used again."""
+    data = b""
     try:
-        data = response.raw.read(4096, decode_content=True)
+        chunks = response.iter_content(4096)
+        for _ in range(2):
+            data += next(chunks, b"")
     except Exception:  # a body cut short still leaves the status to answer with
-        data = b""
+        pass
     return data.decode("utf-8", "replace")
 
 
