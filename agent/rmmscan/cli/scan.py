@@ -154,7 +154,8 @@ def _deliver(sinks, stats, timeout: float, stop: threading.Event) -> None:
         r = sink.report
         stats.deliveries.append(
             Delivery(
-                sink.name, sink.transport.name, r.written, r.delivered, depth.rows, r.aside,
+                sink.name, sink.transport.name, r.written, r.delivered, depth.rows,
+                sink.outbox.waiting_after(sink.before), r.aside,
                 r.dropped_inventory + r.dropped_detections,
             )
         )

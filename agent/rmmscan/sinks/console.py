@@ -136,7 +136,8 @@ class Console:
         for d in stats.deliveries:
             out.write(
                 f"forwarded to {d.sink} ({printable(d.receiver)}): {d.written:,} rows written, "
-                f"{d.delivered:,} delivered, {d.waiting:,} waiting in the outbox, "
+                f"{d.delivered:,} delivered, {d.waiting:,} waiting in the outbox "
+                f"({d.own_waiting:,} of this run), "
                 f"{d.aside:,} set aside, {d.dropped:,} dropped\n"
             )
         rate = stats.files / max(elapsed, 1e-9)

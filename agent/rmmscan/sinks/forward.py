@@ -73,6 +73,7 @@ class ForwardingSink:
         self.name, self.transport, self.emit, self.max_bytes = name, transport, emit, max_bytes
         self.outbox_path = outbox_path
         self.outbox = Outbox(outbox_path)  # the writer's connection: the engine's thread
+        self.before = self.outbox.last_id()  # rows stored after this one are this run's
         self.report = Report()
         self._deliver = deliver
         self._thread: threading.Thread | None = None

@@ -199,6 +199,18 @@ class Outbox:
             tally.get(DROPPED_INVENTORY, 0), tally.get(DROPPED_DETECTIONS, 0),
         )  # fmt: skip
 
+    def last_id(self) -> int:
+        """The id of the newest row ever stored: rows stored later have larger ids."""
+        (value,) = self.db.execute(
+            "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'waiting'"
+        ).fetchone()
+        return value
+
+    def waiting_after(self, row_id: int) -> int:
+        """Rows still waiting that were stored after the row `row_id`."""
+        (n,) = self.db.execute("SELECT count(*) FROM waiting WHERE id > ?", (row_id,)).fetchone()
+        return n
+
     def aside_rows(self, limit: int = 1000) -> list[tuple[bytes, str, float]]:
         """The rows set aside, newest first: (row, the receiver's answer, when)."""
         return [

@@ -26,12 +26,13 @@ class Delivery:
     written: int  # rows committed to its outbox by this run
     delivered: int  # rows its receiver accepted during this run (earlier runs' rows too)
     waiting: int  # rows still in the outbox: they go with the next run or the agent
+    own_waiting: int  # of them, rows this run wrote
     aside: int  # rows the receiver refused for good, set aside in this run
     dropped: int  # rows the outbox's size budget dropped in this run
 
     @property
     def complete(self) -> bool:
-        return not (self.waiting or self.aside or self.dropped)
+        return not (self.own_waiting or self.aside or self.dropped)
 
 
 class Observer(Protocol):
