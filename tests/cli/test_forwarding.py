@@ -10,9 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from receivers.rsyslog import Rsyslog, free_port
-
 from rmmscan.sinks.forward import entry_of
+from tests.receivers.rsyslog import Rsyslog, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"

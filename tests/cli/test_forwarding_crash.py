@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from receivers.rsyslog import Rsyslog
+
+from tests.receivers.rsyslog import Rsyslog
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_ROOT = ROOT / "samples" / "pki" / "test-root.pem"

@@ -20,10 +20,8 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config.schema import Config, read_config
-from ..config.sinks import open_sink, warn_insecure
 from ..config.source import ConfigError
 from ..engine.engine import Engine, OptionsError
 from ..engine.options import Options
@@ -36,6 +34,10 @@ from ..sinks.transport import TransportError
 from ..state.store import default_dir
 from ..text import printable
 from .status import EXIT_ERROR, scan_status
+
+if TYPE_CHECKING:  # the configuration's modules are imported when --config is given
+    from ..config.schema import Config
+
 
 
 def distinct_roots(paths) -> list[str]:
@@ -55,7 +57,18 @@ def distinct_roots(paths) -> list[str]:
 def options_from(args, config: Config | None = None) -> Options:
     """The command line's options, and the configuration's where the command line is silent;
     the rows made are those of the widest emission policy among the output and the sinks."""
-    c = config or Config(Path())
+    if config is None:
+        return Options(
+            rules=tuple(args.rules),
+            allowlist=args.allowlist,
+            emit=args.emit,
+            trusted_roots=tuple(args.trusted_roots),
+            distrust=tuple(args.distrust),
+            system_roots=not args.no_system_roots,
+            state_dir=args.state_dir,
+            cache=not args.no_cache,
+        )
+    c = config
     return Options(
         rules=tuple(args.rules) or c.rules,
         allowlist=args.allowlist or c.allowlist,
@@ -91,7 +104,11 @@ def _run(args) -> int:
     from ..sinks.formats import stream_sink
     from ..sources.walk import WalkOptions
 
-    config = read_config(args.config) if args.config else None
+    config = None
+    if args.config:
+        from ..config.schema import read_config
+
+        config = read_config(args.config)
     options = options_from(args, config)
     engine = Engine(options, warn)
     roots = distinct_roots(os.path.abspath(p) for p in args.paths)
@@ -107,6 +124,8 @@ def _run(args) -> int:
     stop = threading.Event()
     try:
         if config is not None:
+            from ..config.sinks import open_sink, warn_insecure
+
             warn_insecure(config.sinks, warn)
             state_dir = options.state_dir or default_dir()
             for declared in config.sinks:
