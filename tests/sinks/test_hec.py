@@ -12,12 +12,8 @@ import pytest
 
 from rmmscan.sinks.jsonl import dumps
 from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportError
-from rmmscan.sinks.transports.hec import (
-    REQUEST_LIMIT,
-    HecSettings,
-    HecTransport,
-    retry_after_seconds,
-)
+from rmmscan.sinks.transports.hec import HecSettings, HecTransport
+from rmmscan.sinks.transports.http import REQUEST_LIMIT, retry_after_seconds
 from tests.receivers.https import HecReceiver
 from tests.receivers.pki import Pki, make_pki
 

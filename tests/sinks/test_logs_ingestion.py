@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from rmmscan.sinks.jsonl import dumps
 from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportError
-from rmmscan.sinks.transports.hec import REQUEST_LIMIT
+from rmmscan.sinks.transports.http import REQUEST_LIMIT
 from rmmscan.sinks.transports.logs_ingestion import LogsIngestionSettings, LogsIngestionTransport
 from tests.receivers.https import EntraReceiver, LogsIngestionReceiver
 from tests.receivers.pki import Pki, make_pki

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rmmscan.sinks.transport import Accepted, Answer, Entry, Refused, Retry, TransportError
-from rmmscan.sinks.transports.hec import (
+from ..transport import Accepted, Answer, Entry, Refused, Retry, TransportError
+from .http import (
     MAX_ROWS,
     REQUEST_LIMIT,
     answer_for,
