@@ -112,3 +112,17 @@ def test_an_entry_keeps_a_row_whole_and_ascii(tmp_path):
     assert entry.row.isascii() and b"\n" not in entry.row
     assert json.loads(entry.row) == row
     assert entry.time == 1796205600.5 and entry.host == "pc-1" and entry.detection
+
+
+def test_rows_dropped_while_they_were_sent_are_counted_once(tmp_path):
+    box = Outbox(path_of(tmp_path, "siem"))
+    box.put([_entry(n, False) for n in range(4)], 1 << 20)
+    in_flight = box.peek(10, 1 << 20)
+    size = len(_entry(9, False).row)
+    box.put([_entry(9, False)], size)  # the budget drops the four being sent
+    box.remove(row_id for row_id, _ in in_flight)
+    depth = box.depth()
+    assert (depth.rows, depth.delivered, depth.dropped_inventory) == (1, 0, 4)
+    assert depth.bytes == size
+    box.set_aside(in_flight[0][0], "gone already")
+    assert box.depth().aside == 0

@@ -170,9 +170,11 @@ class Outbox:
         """Delivered: gone from the outbox."""
         ids = list(ids)
         with self._transaction() as db:
-            freed = self._delete(db, ids)
+            freed, gone = self._delete(db, ids)
             self._add(db, HELD, -freed)
-            self._add(db, DELIVERED, len(ids))
+            # Only the rows still here: the budget may have dropped some while they were sent
+            # (those are counted as dropped).
+            self._add(db, DELIVERED, gone)
 
     def set_aside(self, row_id: int, reason: str) -> None:
         """Refused for good: kept apart with the receiver's answer, out of the way."""
@@ -182,9 +184,9 @@ class Outbox:
                 "SELECT id, detection, time, host, row, ?, ? FROM waiting WHERE id = ?",
                 (reason, time.time(), row_id),
             )
-            freed = self._delete(db, [row_id])
+            freed, gone = self._delete(db, [row_id])
             self._add(db, HELD, -freed)
-            self._add(db, SET_ASIDE, 1)
+            self._add(db, SET_ASIDE, gone)
 
     def depth(self) -> Depth:
         db = self.db
@@ -247,14 +249,15 @@ class Outbox:
         return value
 
     @staticmethod
-    def _delete(db: sqlite3.Connection, ids: list[int]) -> int:
-        freed = 0
+    def _delete(db: sqlite3.Connection, ids: list[int]) -> tuple[int, int]:
+        """(bytes freed, rows deleted) of the rows `ids` that are still waiting."""
+        freed = gone = 0
         for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             (size,) = db.execute(
                 f"SELECT coalesce(sum(length(row)), 0) FROM waiting WHERE id IN ({marks})", chunk
             ).fetchone()
-            db.execute(f"DELETE FROM waiting WHERE id IN ({marks})", chunk)
+            gone += db.execute(f"DELETE FROM waiting WHERE id IN ({marks})", chunk).rowcount
             freed += size
-        return freed
+        return freed, gone
