@@ -130,7 +130,9 @@ def _run(args) -> int:
             state_dir = options.state_dir or default_dir()
             for declared in config.sinks:
                 sinks.append(open_sink(declared, state_dir))
-        sinks.append(Selected(stream_sink(args.format, out, name, owned), args.emit))
+        output = stream_sink(args.format, out, name, owned)
+        # The engine makes the rows of the widest policy; the output takes its own share.
+        sinks.append(output if options.emit == args.emit else Selected(output, args.emit))
         engine.sinks.extend(sinks)
         console = Console(sys.stderr, engine.stats, progress=args.progress and sys.stderr.isatty())
         engine.stats.subscribe(console)
