@@ -176,3 +176,17 @@ def test_the_insecure_key_is_warned_about_on_every_run(tmp_path):
         done = _scan(config, SAMPLES / "pe" / "unsigned.exe", flush="0s")
         assert "sink siem: insecure_skip_tls_verify = true" in done.stderr
     assert os.stat(config).st_mode & 0o777 == 0o600
+
+
+def test_each_sink_takes_its_own_share_of_the_rows(tmp_path):
+    with Rsyslog(tmp_path / "rsyslog", "tcp") as receiver:
+        config = _config(tmp_path, receiver.port, emit="signed")
+        done = _scan(config, SAMPLES / "pe", emit="detections")
+        assert done.returncode == 1, done.stderr
+        shown = _rows(done.stdout)
+        forwarded = [json.loads(m) for m in receiver.wait_for(len(shown) + 1)]
+    assert shown and all(r["RuleId"] for r in shown)  # the output: detections only
+    signed_only = [r for r in forwarded if not r["RuleId"]]
+    assert signed_only and all(r["IsSigned"] for r in signed_only)  # the sink: signed PEs
+    assert {r["ReportId"] for r in shown} < {r["ReportId"] for r in forwarded}
+    assert f"rows emitted: {len(forwarded)}" in done.stderr
