@@ -9,6 +9,7 @@ environment or a private file, and are never part of a message.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -20,13 +21,15 @@ from ..rules.judge import EMIT_CHOICES, EMIT_DETECTIONS
 from ..sinks.transports.hec import HecSettings
 from ..sinks.transports.logs_ingestion import LogsIngestionSettings
 from ..sinks.transports.syslog import FACILITIES, SyslogSettings
+from ..text import brief, printable
 from .source import MAX_SECRET_BYTES, ConfigError, KeyLines, Problem, load, read_private
 
 SINK_TYPES = ("jsonl", "syslog", "logs-ingestion", "hec")
 NETWORK_TYPES = ("syslog", "logs-ingestion", "hec")
-SINK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SINK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would take a final "\n"
 DEFAULT_FLUSH_TIMEOUT_S = 30.0
 DEFAULT_OUTBOX_MAX_MB = 256
+MAX_OUTBOX_MB = 1 << 30  # a pebibyte: any larger is a typo, and its bytes overflow a float
 INSECURE = "insecure_skip_tls_verify"
 
 
@@ -94,10 +97,29 @@ def _positive_int(value) -> int:
     return value
 
 
+def _finite(value) -> float | None:
+    """A TOML number as a finite float, or None (nan, inf, or an integer past a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _positive_number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    number = _finite(value)
+    if number is None or not number > 0:
         raise _Bad("must be a number above 0")
-    return float(value)
+    return number
+
+
+def _megabytes(value) -> float:
+    number = _positive_number(value)
+    if number > MAX_OUTBOX_MB:
+        raise _Bad(f"must be at most {MAX_OUTBOX_MB} (megabytes)")
+    return number
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -106,13 +128,15 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 def duration(value) -> float:
     """Seconds, written as a number or a string with a unit: 30, "90s", "5m", "1h"."""
     if isinstance(value, str):
-        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*", value)
+        found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)\s*", value)
         if not found:
             raise _Bad('must be seconds, or a number with a unit: "500ms", "90s", "5m", "1h"')
-        return float(found.group(1)) * _UNITS[found.group(2)]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    else:
+        seconds = _finite(value)
+    if seconds is None or not 0 <= seconds < math.inf:
         raise _Bad('must be seconds, or a number with a unit: "500ms", "90s", "5m", "1h"')
-    return float(value)
+    return seconds
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -127,19 +151,21 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 def _https(value) -> str:
     text = _str(value)
     if not text.lower().startswith("https://"):
-        raise _Bad(f'must start with https:// (rows and credentials cross the network): "{text}"')
+        shown = printable(brief(text, 200))  # the file's text: one line, and not a page long
+        raise _Bad(f'must start with https:// (rows and credentials cross the network): "{shown}"')
     return text.rstrip("/")
 
 
 def _address(value) -> tuple[str, int]:
     text = _str(value)
-    found = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text)
+    found = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)|([^:\s\[\]]+):([0-9]+)", text)
     if not found:
         raise _Bad('must be "host:port" (an IPv6 address in brackets: "[::1]:6514")')
     host = found.group(1) or found.group(3)
-    port = int(found.group(2) or found.group(4))
+    digits = found.group(2) or found.group(4)
+    port = int(digits) if len(digits) <= 5 else 0  # int() refuses past 4300 digits
     if not 0 < port < 65536:
-        raise _Bad(f"port {port} is not between 1 and 65535")
+        raise _Bad(f"port {brief(digits, 20)} is not between 1 and 65535")
     return host, port
 
 
@@ -154,7 +180,10 @@ class _Checker:
         self.problems.append(Problem(self.lines.of(key), key, message))
 
     def path_of(self, value) -> Path:
-        return self.base / os.path.expanduser(_str(value))
+        text = _str(value)
+        if "\0" in text:  # no file has one in its name (and expanduser raises on it)
+            raise _Bad("must not hold a NUL character (\\u0000)")
+        return self.base / os.path.expanduser(text)
 
     def paths(self, value) -> tuple[Path, ...]:
         if not isinstance(value, list):
@@ -231,7 +260,7 @@ class _Checker:
         extra: dict[str, Any] = {}
         if kind in NETWORK_TYPES:
             known |= {"outbox_max_mb"}
-            mb = self.take(table, prefix, "outbox_max_mb", _positive_number, DEFAULT_OUTBOX_MAX_MB)
+            mb = self.take(table, prefix, "outbox_max_mb", _megabytes, DEFAULT_OUTBOX_MAX_MB)
             extra["outbox_max_bytes"] = int(mb * 2**20)
         build = {
             "jsonl": self.jsonl, "syslog": self.syslog, "hec": self.hec,
@@ -319,7 +348,8 @@ class _Checker:
                 name = _str(table[env])
                 value = os.environ.get(name, "")
                 if not value:
-                    raise _Bad(f"the environment variable {name} is not set, or is empty")
+                    shown = printable(brief(name, 200))
+                    raise _Bad(f"the environment variable {shown} is not set, or is empty")
                 return keys, value
             data = read_private(self.path_of(table[file]), MAX_SECRET_BYTES, "secret file")
             value = data.decode("utf-8").strip()

@@ -27,8 +27,11 @@ class Problem:
     message: str  # what is wrong and what to write instead
 
     def show(self, path: Path) -> str:
+        """One line: a key is the file's text (a quoted key may hold any character), and a
+        message that quotes a value escapes it, so nothing from the file can split the line."""
         where = printable(str(path)) + (f":{self.line}" if self.line else "")
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        message = self.message if self.message.isprintable() else printable(self.message)
+        return f"{where}: {printable(self.key)}: {message}" if self.key else f"{where}: {message}"
 
 
 class ConfigError(Exception):
@@ -85,17 +88,35 @@ def load(path: Path) -> tuple[dict, KeyLines]:
         raise ConfigError(
             path, [Problem(line, "", f"not valid TOML: {reason} (see https://toml.io)")]
         ) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        problem = Problem(None, "", "not valid TOML here: arrays or tables nested too deeply")
+        raise ConfigError(path, [problem]) from None
+    except ValueError:  # a number past Python's 4300-digit conversion limit
+        problem = Problem(None, "", "not valid TOML here: a number with too many digits")
+        raise ConfigError(path, [problem]) from None
     return document, KeyLines(text)
 
 
-_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+# Linear on any line: the name's class excludes the brackets around it, so there is one way to
+# match; [[array of tables]] is a table header too. The name's spaces are dropped by _dotted.
+_HEADER = re.compile(r"^\s*\[\[?([^\[\]]+)\]\]?\s*(#.*)?$")
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _dotted(text: str) -> str:
     parts = re.findall(r"[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'", text)
-    return ".".join(p.strip("\"'") for p in parts)
+    return ".".join(_unquoted(p) for p in parts)
+
+
+def _unquoted(part: str) -> str:
+    """A key part as tomllib names it: a basic string's escapes ("a\\nb") decoded."""
+    if part.startswith('"') and "\\" in part:
+        try:
+            return next(iter(tomllib.loads(f"{part} = 0")))
+        except (tomllib.TOMLDecodeError, StopIteration):
+            pass
+    return part.strip("\"'")
 
 
 class KeyLines:
@@ -107,7 +128,10 @@ class KeyLines:
         self.lines: dict[str, int] = {}
         table = ""
         in_string = False
-        for number, line in enumerate(text.splitlines(), 1):
+        # Lines as TOML (and tomllib's error positions) count them: "\n" ends a line, but
+        # U+2028, U+0085 and the other breaks str.splitlines knows are text in a comment.
+        for number, line in enumerate(text.split("\n"), 1):
+            line = line.removesuffix("\r")
             if line.count('"""') % 2 or line.count("'''") % 2:
                 in_string = not in_string
                 continue
