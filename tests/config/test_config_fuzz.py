@@ -431,3 +431,16 @@ def test_durations_are_finite_and_written_in_ascii_digits():
     for bad in (math.nan, math.inf, 10**400, "\u0663s", "1e3s"):
         with pytest.raises(Exception, match="must be seconds"):
             duration(bad)
+
+
+def test_regression_a_secret_file_that_is_a_directory_is_a_problem_not_an_os_error(workdir):
+    # os.fdopen raised IsADirectoryError before the regular-file check could refuse it.
+    data = b'[sinks.s]\ntype = "hec"\nurl = "https://h"\ntoken_file = "."\n'
+    ((line, key, message),) = problems(check(workdir, data))
+    assert (line, key) == (4, "sinks.s.token_file")
+    assert message == f"the secret file {workdir} is not a regular file"
+
+
+def test_regression_a_configuration_that_is_a_directory_is_a_problem(workdir):
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_config(workdir)

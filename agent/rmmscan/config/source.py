@@ -52,7 +52,8 @@ def read_private(path: Path, limit: int, what: str) -> bytes:
         fd = os.open(path, flags)
     except OSError as exc:
         raise ValueError(f"cannot read the {what} {shown}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
+        # The type before any file object: os.fdopen refuses a directory with an OSError.
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"the {what} {shown} is not a regular file")
@@ -61,7 +62,12 @@ def read_private(path: Path, limit: int, what: str) -> bytes:
                 f"the {what} {shown} may be read by other users (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); make it private: chmod 600 {shown}"
             )
-        data = f.read(limit + 1)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {shown}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ValueError(f"the {what} {shown} is larger than {limit:,} bytes")
     return data
