@@ -31,6 +31,10 @@ from .select import wanted
 from .transport import Accepted, Entry, Refused, Retry, Transport
 
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 300.0
+# A batch much smaller than the transport takes waits this long for more rows first (unless
+# the run is ending): a sweep delivers a few rows a directory, and one send, one transaction
+# and one acknowledgement per few rows would cost the sweep more than the rows do.
+LINGER_S = 0.25
 RETRY_AFTER_MAX_S = 3600.0
 _IDLE_POLL_S = 1.0  # how often an idle forwarder looks for rows another process wrote
 
@@ -78,6 +82,7 @@ class ForwardingSink:
         self._deliver = deliver
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # the run is ending: send what there is, now
         self._changed = threading.Condition()
         self._generation = 0  # writes made; the forwarder found the outbox empty after ...
         self._empty_at = -1  # ... this many
@@ -117,6 +122,7 @@ class ForwardingSink:
 
     def drain(self, timeout: float) -> Depth:
         """Deliver what waits, for at most `timeout` seconds; returns what is left."""
+        self._hurry.set()
         self.start()
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -132,6 +138,7 @@ class ForwardingSink:
     def close(self) -> None:
         """Stop delivering (what is left stays in the outbox for the next run)."""
         self._stop.set()
+        self._hurry.set()
         with self._changed:
             self._changed.notify_all()
         if self._thread is not None:
@@ -149,7 +156,8 @@ class ForwardingSink:
                 if held:
                     self._deliver_loop()
         except BaseException as exc:  # reported by close(): a bug must not pass silently
-            self._failure = exc
+            if not self._stop.is_set():  # else: the outbox was closed under a late send
+                self._failure = exc
         finally:
             with contextlib.suppress(Exception):
                 self.transport.close()
@@ -157,53 +165,56 @@ class ForwardingSink:
                 self._changed.notify_all()
 
     def _deliver_loop(self) -> None:
-        outbox = Outbox(self.outbox_path)
+        outbox = self.outbox  # shared with the writer, under its lock
         transport, report = self.transport, self.report
         failures = 0
+        lingered = False
         pending: list[list[tuple[int, Entry]]] = []
-        try:
-            while not self._stop.is_set():
-                if not pending:
+        while not self._stop.is_set():
+            if not pending:
+                with self._changed:
+                    seen = self._generation
+                batch = outbox.peek(transport.max_batch_rows, transport.max_batch_bytes)
+                if not batch:
                     with self._changed:
-                        seen = self._generation
-                    batch = outbox.peek(transport.max_batch_rows, transport.max_batch_bytes)
-                    if not batch:
-                        with self._changed:
-                            self._empty_at = seen
-                            self._changed.notify_all()
-                            if self._generation == seen and not self._stop.is_set():
-                                self._changed.wait(_IDLE_POLL_S)
-                        continue
-                    pending = [batch]
-                batch = pending.pop(0)
-                sendable = []
-                for row_id, entry in batch:
-                    why = transport.unsendable(entry)
-                    if why is None:
-                        sendable.append((row_id, entry))
-                    else:
-                        self._set_aside(outbox, row_id, why)
-                if not sendable:
+                        self._empty_at = seen
+                        self._changed.notify_all()
+                        if self._generation == seen and not self._stop.is_set():
+                            self._changed.wait(_IDLE_POLL_S)
                     continue
-                answer = transport.send([entry for _, entry in sendable])
-                if isinstance(answer, Accepted):
-                    outbox.remove(row_id for row_id, _ in sendable)
-                    report.delivered += len(sendable)
-                    failures = 0
-                elif isinstance(answer, Refused):
-                    if len(sendable) == 1:
-                        self._set_aside(outbox, sendable[0][0], answer.reason)
-                    else:  # find the row it refuses: the others go on
-                        half = len(sendable) // 2
-                        pending[:0] = [sendable[:half], sendable[half:]]
-                elif isinstance(answer, Retry):
-                    pending = []  # read again after the wait: detections first, new ones too
-                    report.retries += 1
-                    report.last_retry = answer.reason
-                    failures += 1
-                    self._stop.wait(_delay(answer, failures))
-        finally:
-            outbox.close()
+                if len(batch) < transport.max_batch_rows // 2 and not lingered:
+                    lingered = True
+                    self._hurry.wait(LINGER_S)
+                    continue
+                lingered = False
+                pending = [batch]
+            batch = pending.pop(0)
+            sendable = []
+            for row_id, entry in batch:
+                why = transport.unsendable(entry)
+                if why is None:
+                    sendable.append((row_id, entry))
+                else:
+                    self._set_aside(outbox, row_id, why)
+            if not sendable:
+                continue
+            answer = transport.send([entry for _, entry in sendable])
+            if isinstance(answer, Accepted):
+                outbox.remove(row_id for row_id, _ in sendable)
+                report.delivered += len(sendable)
+                failures = 0
+            elif isinstance(answer, Refused):
+                if len(sendable) == 1:
+                    self._set_aside(outbox, sendable[0][0], answer.reason)
+                else:  # find the row it refuses: the others go on
+                    half = len(sendable) // 2
+                    pending[:0] = [sendable[:half], sendable[half:]]
+            elif isinstance(answer, Retry):
+                pending = []  # read again after the wait: detections first, new ones too
+                report.retries += 1
+                report.last_retry = answer.reason
+                failures += 1
+                self._stop.wait(_delay(answer, failures))
 
     def _set_aside(self, outbox: Outbox, row_id: int, reason: str) -> None:
         outbox.set_aside(row_id, reason)

@@ -13,14 +13,20 @@ dropped row is counted, by kind, in the ``tally`` table, so a report can say wha
 Rows are handed out detections first, then in the order they came: after an outage, what a
 SOC acts on arrives before the inventory.
 
-One connection per thread: the engine's thread writes, a forwarding thread reads and removes.
+In one process, one connection serves the engine's thread (which writes) and the forwarding
+thread (which reads and removes), each call under the outbox's lock: a thread waiting for the
+other wakes the moment the lock is free, where SQLite's busy handler would sleep. Another
+process (a sweep while the agent runs) has its own connection; SQLite's locking keeps the
+two apart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -83,6 +89,15 @@ class Depth:
     dropped_detections: int
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def path_of(state_dir: Path, sink: str) -> Path:
     return state_dir / "outbox" / f"{sink}.sqlite"
 
@@ -93,7 +108,9 @@ class Outbox:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fresh = not path.exists()
-            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+            self.db = sqlite3.connect(
+                path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             if fresh:
                 os.chmod(path, 0o600)  # rows name the machine's files: the service's only
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -105,8 +122,10 @@ class Outbox:
                 "check the state directory's permissions, or move a damaged file aside "
                 "(its rows are then lost)"
             ) from None
+        self.lock = threading.Lock()
 
     # -- the writer ----------------------------------------------------------------------------
+    @_locked
     def put(self, entries: Sequence[Entry], max_bytes: int) -> Dropped:
         """Store `entries` (one transaction) and keep the outbox within `max_bytes`."""
         size = sum(len(e.row) for e in entries)
@@ -148,6 +167,7 @@ class Outbox:
         return Dropped(counts.get(DROPPED_INVENTORY, 0), counts.get(DROPPED_DETECTIONS, 0))
 
     # -- the forwarder -------------------------------------------------------------------------
+    @_locked
     def peek(self, max_rows: int, max_bytes: int) -> list[tuple[int, Entry]]:
         """The next rows to send, detections first, at most `max_rows` and `max_bytes` (one
         row at least, whatever its size)."""
@@ -166,6 +186,7 @@ class Outbox:
         cursor.close()
         return batch
 
+    @_locked
     def remove(self, ids: Iterable[int]) -> None:
         """Delivered: gone from the outbox."""
         ids = list(ids)
@@ -176,6 +197,7 @@ class Outbox:
             # (those are counted as dropped).
             self._add(db, DELIVERED, gone)
 
+    @_locked
     def set_aside(self, row_id: int, reason: str) -> None:
         """Refused for good: kept apart with the receiver's answer, out of the way."""
         with self._transaction() as db:
@@ -188,6 +210,7 @@ class Outbox:
             self._add(db, HELD, -freed)
             self._add(db, SET_ASIDE, gone)
 
+    @_locked
     def depth(self) -> Depth:
         db = self.db
         rows, detections, size, oldest = db.execute(
@@ -201,6 +224,7 @@ class Outbox:
             tally.get(DROPPED_INVENTORY, 0), tally.get(DROPPED_DETECTIONS, 0),
         )  # fmt: skip
 
+    @_locked
     def last_id(self) -> int:
         """The id of the newest row ever stored: rows stored later have larger ids."""
         (value,) = self.db.execute(
@@ -208,11 +232,13 @@ class Outbox:
         ).fetchone()
         return value
 
+    @_locked
     def waiting_after(self, row_id: int) -> int:
         """Rows still waiting that were stored after the row `row_id`."""
         (n,) = self.db.execute("SELECT count(*) FROM waiting WHERE id > ?", (row_id,)).fetchone()
         return n
 
+    @_locked
     def aside_rows(self, limit: int = 1000) -> list[tuple[bytes, str, float]]:
         """The rows set aside, newest first: (row, the receiver's answer, when)."""
         return [
@@ -222,6 +248,7 @@ class Outbox:
             )
         ]
 
+    @_locked
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
