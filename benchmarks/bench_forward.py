@@ -10,11 +10,8 @@ and what forwarding a sweep's rows costs the sweep. See benchmarks/README.md (fo
    - the local HTTPS HEC receiver (tests/receivers/https.py: http.server over TLS, every event
      parsed), in a process of its own so that it does not share the client's GIL: the clock
      stops when its accepted-row count reaches --rows;
-   - the same receiver with TCP_NODELAY on its connections (http.server's default leaves
-     Nagle on: its answer's body waits for the client's delayed ACK of its headers), and a
-     trivial one (TCP_NODELAY, answers 200 without parsing the events): the client's cost
-     with a receiver that costs almost nothing. Both are set in the receiver's process only;
-     tests/receivers is not changed.
+   - a trivial one (answers 200 without parsing the events): the client's cost with a
+     receiver that costs almost nothing (set in the receiver's process only).
    The receivers' and the client's CPU time are recorded beside (evidence of who is the
    bottleneck). The three alternate, the order rotating by round.
 2. Sweep cost. The benchmark corpus, each side's scan cache filled by a warm-up run, then in
@@ -278,13 +275,11 @@ def throughput(args, work: Path) -> dict:
     print(f"throughput: {len(rows)} distinct rows, {n} in the outbox, {row_bytes / 1e6:.1f} MB "
           f"({row_bytes / n:.0f} B a row)", flush=True)  # fmt: skip
     hec = HecProcess(work / "pki-hec", trivial=False)
-    nodelay = HecProcess(work / "pki-nodelay", trivial=False, nodelay=True)
     trivial = HecProcess(work / "pki-trivial", trivial=True, nodelay=True)
     cases = {
         "rsyslog TCP": lambda r: run_rsyslog(template, n, row_bytes, work, r),
         "HEC": lambda r: run_hec(hec, template, n, work),
-        "HEC, server with TCP_NODELAY": lambda r: run_hec(nodelay, template, n, work),
-        "HEC, trivial server with TCP_NODELAY": lambda r: run_hec(trivial, template, n, work),
+        "HEC, trivial server": lambda r: run_hec(trivial, template, n, work),
     }
     runs: dict[str, list[dict]] = {name: [] for name in cases}
     loads = [load()]
@@ -303,7 +298,6 @@ def throughput(args, work: Path) -> dict:
     finally:
         hec.close()
         trivial.close()
-        nodelay.close()
     results = {}
     for name, got in runs.items():
         secs = statistics.median(g["seconds"] for g in got)

@@ -23,3 +23,12 @@ def pytest_sessionfinish(session, exitstatus):
     if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
         reporter.write_line("FAILED: tests were skipped; the suite must run whole", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A test certificate authority and the receivers' certificates (tests/receivers/pki.py),
+    one per module."""
+    from tests.receivers.pki import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))

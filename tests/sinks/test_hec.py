@@ -15,19 +15,9 @@ from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportEr
 from rmmscan.sinks.transports.hec import HecSettings, HecTransport
 from rmmscan.sinks.transports.http import REQUEST_LIMIT, retry_after_seconds
 from tests.receivers.https import HecReceiver
-from tests.receivers.pki import Pki, make_pki
+from tests.receivers.names import AWKWARD
 
 TOKEN = "9f3c2a1e-5b7d-4c8e-a0f1-hec-secret-token"
-AWKWARD = [
-    "line\nbreak.exe", "tab\tand\rcr.dll", "bell\x07\x1b[31mred.exe", "Überprüfung.exe",
-    "日本語のファイル.exe", "emoji-\U0001f600.exe", "lone-\udcff-surrogate.exe",
-    'quote"back\\slash.exe', "nul\x00inside.exe", "\u2028separator\u2029.exe",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

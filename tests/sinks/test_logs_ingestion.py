@@ -22,22 +22,13 @@ from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportEr
 from rmmscan.sinks.transports.http import REQUEST_LIMIT
 from rmmscan.sinks.transports.logs_ingestion import LogsIngestionSettings, LogsIngestionTransport
 from tests.receivers.https import EntraReceiver, LogsIngestionReceiver
-from tests.receivers.pki import Pki, make_pki
+from tests.receivers.names import AWKWARD
+from tests.receivers.pki import make_pki
 
 CLIENT = "6a1f0c55-0000-4000-8000-0000000c1e47"
 SECRET = "s3cr3t~LogsIngestion.Client_Secret-value"
 RULE = "dcr-00112233445566778899aabbccddeeff"
 STREAM = "Custom-RmmScanFileCertificateInfo_CL"
-AWKWARD = [
-    "line\nbreak.exe", "tab\tand\rcr.dll", "bell\x07\x1b[31mred.exe", "Überprüfung.exe",
-    "日本語のファイル.exe", "emoji-\U0001f600.exe", "lone-\udcff-surrogate.exe",
-    'quote"back\\slash.exe', "nul\x00inside.exe", "\u2028separator\u2029.exe",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

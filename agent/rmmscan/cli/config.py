@@ -29,6 +29,13 @@ def add_parser(sub) -> None:
     check.add_argument("file", type=Path, metavar="FILE")
 
 
+def report(exc) -> int:
+    """Every problem of a ConfigError, a line each on stderr; the status to exit with."""
+    for problem in exc.problems:
+        print(f"rmmscan: {problem.show(exc.path)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config.schema import read_config
     from ..config.sinks import warn_insecure
@@ -37,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = read_config(args.file)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"rmmscan: {problem.show(exc.path)}", file=sys.stderr)
-        return EXIT_ERROR
+        return report(exc)
     warn_insecure(config.sinks, lambda m: print(f"rmmscan: warning: {m}", file=sys.stderr))
     shown = printable(str(args.file))
     print(f"{shown}: usable; {len(config.sinks)} sink(s)")

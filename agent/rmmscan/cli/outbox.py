@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..text import printable
+from .config import report
 from .status import EXIT_ERROR, EXIT_OK
 
 
@@ -58,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             config = read_config(args.config)
         except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"rmmscan: {problem.show(exc.path)}", file=sys.stderr)
-            return EXIT_ERROR
+            return report(exc)
     state_dir = args.state_dir or (config.state_dir if config else None) or default_dir()
     try:
         if args.action == "flush":

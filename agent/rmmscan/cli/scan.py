@@ -33,6 +33,7 @@ from ..sinks.stats import Delivery
 from ..sinks.transport import TransportError
 from ..state.store import default_dir
 from ..text import printable
+from .config import report
 from .status import EXIT_ERROR, scan_status
 
 if TYPE_CHECKING:  # the configuration's modules are imported when --config is given
@@ -90,9 +91,7 @@ def run(args) -> int:
     try:
         return _run(args)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"rmmscan: {problem.show(exc.path)}", file=sys.stderr)
-        return EXIT_ERROR
+        return report(exc)
     except (OptionsError, SinkError, OutboxError, TransportError) as exc:
         print(f"rmmscan: {exc}", file=sys.stderr)
         return EXIT_ERROR
