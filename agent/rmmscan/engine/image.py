@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 from ..rows.facts import with_anomaly
 from ..sources.image.container import Container, ContainerError, open_container
 from ..sources.image.evidence import evidence_id
-from ..sources.image.filesystem import FileSystemWalk, ImageFile
+from ..sources.image.filesystem import HOLLOW, FileSystemWalk, ImageFile
 from ..sources.image.registry import has_system_hive, identity
 from ..sources.image.volumes import TskImage, Volume, volumes
 from ..text import printable
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
 
 DELETED = "deleted_file"  # the Anomalies entry of a deleted file's rows (--deleted)
-HOLLOW = "stored in compressed QCOW2 clusters, which the reader gives as zeros: not read"
 WINDOWS_ROOT = "C:\\"
 
 
@@ -127,9 +126,10 @@ class ImageScan:
 
         tally = _Tally(stats, problem)
         origin = (image, volume.number, None)
-        walk = FileSystemWalk(volume, root, tally, self.deleted, origin).folders()
+        hollow = container.hollow if container.can_be_hollow else None
+        walk = FileSystemWalk(volume, root, tally, self.deleted, origin, hollow).folders()
         while not self.stop.is_set():
-            hollow = container.hollow_reads
+            before = container.hollow_reads
             tsk.failure = None
             try:
                 folder, files = next(walk)
@@ -138,7 +138,7 @@ class ImageScan:
             except (OSError, RuntimeError) as exc:
                 problem(root, "unreadable", f"the walk ended early: {exc}")
                 break
-            if container.hollow_reads != hollow:
+            if container.hollow_reads != before:
                 problem(folder, "unreadable", f"its folder entries are {HOLLOW}")
             batch = self._visit(folder, files, container)
             if tsk.failure and not failed:

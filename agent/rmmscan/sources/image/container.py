@@ -43,6 +43,12 @@ class Container:
         """The range holds data this reader gives as zeros (compressed QCOW2 clusters)."""
         return False
 
+    def hollow(self, offset: int, size: int) -> bool:
+        """The range holds data the reader gives as zeros (see can_be_hollow)."""
+        return self._hollow(offset, size)
+
+    can_be_hollow = False  # whether hollow() can ever be true: the walk checks only then
+
     def identity(self) -> bytes:
         """What the container itself says the medium is (a stored hash, a GUID), or b''."""
         return b""

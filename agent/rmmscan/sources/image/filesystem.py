@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import pytsk3
@@ -35,6 +35,7 @@ _WOF = 0x80000017  # Windows Overlay Filter: WOF/CompactOS compressed content
 _NTFS_SYSTEM_RECORDS = 24  # MFT records 0-23: $MFT ... $Extend and reserved ones
 _MAX_DEPTH = 1024
 _KEY = struct.Struct("<QQqqq")  # 40 bytes: candidate.KEY_SIZE
+HOLLOW = "stored in compressed QCOW2 clusters, which the reader gives as zeros: not read"
 
 _REG = pytsk3.TSK_FS_META_TYPE_REG
 _DIR = pytsk3.TSK_FS_META_TYPE_DIR
@@ -44,6 +45,9 @@ _DATA = pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA
 _REPARSE = pytsk3.TSK_FS_ATTR_TYPE_NTFS_REPARSE
 _DEFAULT = pytsk3.TSK_FS_ATTR_TYPE_DEFAULT
 _ENCRYPTED = pytsk3.TSK_FS_ATTR_ENC
+_NONRESIDENT = pytsk3.TSK_FS_ATTR_NONRES
+_SPARSE = pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE
+_FILLER = pytsk3.TSK_FS_ATTR_RUN_FLAG_FILLER
 _NAME_UNALLOC = pytsk3.TSK_FS_NAME_FLAG_UNALLOC
 _META_UNALLOC = pytsk3.TSK_FS_META_FLAG_UNALLOC
 
@@ -133,11 +137,24 @@ class FileSystemWalk:
     """Walks one volume's file system. ``tally`` takes ``count(what)`` and
     ``problem(path, kind, message)``; ``root`` is the name of the volume's root folder."""
 
-    def __init__(self, volume: Volume, root: str, tally, deleted: bool = False, origin=None):
+    def __init__(
+        self,
+        volume: Volume,
+        root: str,
+        tally,
+        deleted: bool = False,
+        origin=None,
+        hollow: Callable[[int, int], bool] | None = None,
+    ):
         self.volume, self.root, self.tally, self.deleted = volume, root, tally, deleted
         self.origin = origin  # (evidence, partition, snapshot): the files' columns
+        # hollow(offset, size): the image reads zeros there (compressed QCOW2 clusters).
+        # The Sleuth Kit caches what it read, so a file's data is checked by where it lies.
+        self.hollow = hollow
         self.fs = volume.fs
         self.ntfs = int(self.fs.info.ftype) & pytsk3.TSK_FS_TYPE_NTFS_DETECT != 0
+        self.block = int(self.fs.info.block_size)
+        self._mft: tuple[list[tuple[int, int, int]], int] | None = None
 
     def folders(self) -> Iterator[tuple[str, list[ImageFile]]]:
         """(folder path, its files) for every folder, depth first; the files' entries stay
@@ -151,6 +168,8 @@ class FileSystemWalk:
             try:
                 directory = fs.open_dir(inode=addr)
                 entries = list(directory)
+                if self.hollow is not None and self._hollow_entry(fs.open_meta(inode=addr)):
+                    self.tally.problem(path, "unreadable", f"its folder entries are {HOLLOW}")
             except (OSError, RuntimeError) as exc:
                 self.tally.problem(path, "unreadable", f"folder cannot be listed: {exc}")
                 continue
@@ -219,6 +238,9 @@ class FileSystemWalk:
             return None
         if not self.ntfs:
             size = max(int(meta.size), 0)
+            if self.hollow is not None and self._hollow_entry(entry):
+                self.tally.problem(path, "unreadable", HOLLOW)
+                return None
             listing = _listing(self.volume, meta, 0, size, deleted)
             files.append(
                 ImageFile(folder, name, entry, _DEFAULT, -1, listing, deleted, self.origin)
@@ -243,11 +265,48 @@ class FileSystemWalk:
                     "EFS encrypted: its content is not stored as it is read",
                 )
                 continue
+            if self.hollow is not None and self._hollow_attr(entry, attr):
+                self.tally.problem(join(folder, shown, "\\"), "unreadable", HOLLOW)
+                continue
             size = max(int(a.size), 0)
             listing = _listing(self.volume, meta, int(a.id), size, deleted)
             files.append(
                 ImageFile(folder, shown, entry, _DATA, int(a.id), listing, deleted, self.origin)
             )
+
+    # -- where the data lies, for a container that reads zeros in places ---------------------
+    def _hollow_entry(self, entry) -> bool:
+        return any(self._hollow_attr(entry, attr) for attr in entry)
+
+    def _hollow_attr(self, entry, attr) -> bool:
+        if int(attr.info.flags) & _NONRESIDENT:
+            base = self.volume.offset
+            for run in attr:
+                if int(run.flags) & (_SPARSE | _FILLER):
+                    continue
+                if self.hollow(base + int(run.addr) * self.block, int(run.len) * self.block):
+                    return True
+            return False
+        # Resident: the data is inside the file's record of the MFT.
+        return self.ntfs and self._hollow_record(int(entry.info.meta.addr))
+
+    def _hollow_record(self, addr: int) -> bool:
+        if self._mft is None:
+            mft = self.fs.open_meta(inode=0)
+            head = mft.read_random(0, 32)
+            size = struct.unpack_from("<I", head, 28)[0] if len(head) == 32 else 1024
+            runs = []
+            for attr in mft:
+                if int(attr.info.type) == _DATA and not attr.info.name:
+                    runs = [(int(r.offset) * self.block, int(r.addr) * self.block,
+                             int(r.len) * self.block) for r in attr]  # fmt: skip
+            self._mft = (runs, size if 256 <= size <= 65536 else 1024)
+        runs, size = self._mft
+        at = addr * size
+        for start, where, length in runs:
+            if start <= at < start + length:
+                return self.hollow(self.volume.offset + where + at - start, size)
+        return False
 
     @staticmethod
     def _reparse_tag(entry, attr) -> int:

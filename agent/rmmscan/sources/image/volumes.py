@@ -10,6 +10,7 @@ layer that failed; the other partitions are still scanned.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import pytsk3
@@ -72,11 +73,15 @@ def volumes(image: TskImage) -> tuple[str, list[Volume]]:
         _fail_if_unreadable(image)
         volume = Volume(0, 0, size, "bare volume")
         _open_fs(image, volume)
-        if volume.fs is None:
-            volume.error = (
-                "no partition table (MBR, GPT) and no file system recognised at the start "
-                "of the image (layers: volume system, file system)"
-            )
+        if volume.fs is not None:
+            return "none", [volume]
+        salvaged = _mbr_entries(image)
+        if salvaged:
+            return "dos", salvaged
+        volume.error = (
+            "no partition table (MBR, GPT) and no file system recognised at the start "
+            "of the image (layers: volume system, file system)"
+        )
         return "none", [volume]
     kind = {pytsk3.TSK_VS_TYPE_DOS: "dos", pytsk3.TSK_VS_TYPE_GPT: "gpt"}.get(
         int(system.info.vstype), str(system.info.vstype)
@@ -108,6 +113,44 @@ def volumes(image: TskImage) -> tuple[str, list[Volume]]:
     return kind, found
 
 
+def _mbr_entries(image: TskImage) -> list[Volume]:
+    """The Sleuth Kit refuses a whole MBR when one entry is wrong (past the end of the
+    image): its four primary entries are read here, so that the sound ones are scanned and
+    the wrong one named. Extended partitions and a GPT's protective entry are not followed."""
+    sector = image.container.read(0, 512)
+    if len(sector) != 512 or sector[510:] != b"\x55\xaa":
+        return []
+    found: list[Volume] = []
+    size = image.container.size
+    for slot in range(4):
+        entry = sector[446 + 16 * slot : 446 + 16 * (slot + 1)]
+        kind = entry[4]
+        start, count = struct.unpack_from("<II", entry, 8)
+        if kind == 0 or count == 0:
+            continue
+        volume = Volume(len(found) + 1, start * 512, count * 512, f"MBR type 0x{kind:02x}")
+        found.append(volume)
+        if kind in (0x05, 0x0F, 0x85, 0xEE):
+            volume.error = (
+                f"{volume.label} ({volume.description}): an extended or GPT-protective "
+                "entry in an MBR The Sleuth Kit refused: not followed (layer: partition table)"
+            )
+        elif volume.offset + volume.length > size:
+            volume.error = (
+                f"{volume.label} ({volume.description}): the MBR partition table places it "
+                f"at bytes {volume.offset:,} to {volume.offset + volume.length:,}, past the "
+                f"end of the image ({size:,} bytes) (layer: partition table)"
+            )
+        else:
+            _open_fs(image, volume)
+            if volume.fs is None and volume.error is None:
+                volume.error = (
+                    f"{volume.label} ({volume.description}): no file system recognised "
+                    "(layer: file system)"
+                )
+    return found
+
+
 def _fail_if_unreadable(image: TskImage) -> None:
     """A container that cannot even give its first sector is the container's failure."""
     image.container.read(0, 512)
@@ -119,5 +162,12 @@ def _open_fs(image: TskImage, volume: Volume) -> None:
         volume.fs = pytsk3.FS_Info(image, offset=volume.offset)
     except OSError:
         failure = getattr(image, "failure", None)
+        container = image.container
         if failure:  # the container failed under the file system: that layer is named
             volume.error = f"{volume.label} ({volume.description}): {failure}"
+        elif container.can_be_hollow and container.hollow(volume.offset, 64 * 1024):
+            volume.error = (
+                f"{volume.label} ({volume.description}): its file system's first blocks are "
+                "stored in compressed QCOW2 clusters, which the reader gives as zeros: not "
+                f"read (layer: {container.format})"
+            )

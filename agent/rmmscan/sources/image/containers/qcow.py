@@ -1,9 +1,10 @@
 """QEMU QCOW2 (and QCOW1) through libqcow (pyqcow), read-only.
 
-libqcow gives zeros, without an error, for a compressed cluster. This module reads the
-image's own L1 and L2 tables (bounded: one L2 table per lookup, a few kept) to know which
-guest ranges are compressed, and the container counts reads of them (``hollow_reads``): a
-file stored there is reported unreadable, never judged clean from zeros. An image with a
+libqcow gives zeros, without an error, for some compressed clusters (most it decompresses).
+This module reads the image's own L1 and L2 tables (bounded: one L2 table per lookup, a few
+kept) to know which guest clusters are compressed, and counts as hollow a compressed cluster
+that reads as all zeros: a file stored there is reported unreadable, never judged clean from
+zeros. An image with a
 backing file is refused with the backing file named.
 """
 
@@ -20,6 +21,7 @@ _COMPRESSED = 1 << 62  # an L2 entry's flag (QCOW2)
 _OFFSET_MASK = 0x00FFFFFFFFFFFE00  # an L1 entry's L2 table offset
 _EXTENDED_L2 = 1 << 4  # incompatible feature: 16-byte L2 entries (version 3)
 _L2_KEPT = 32
+_CHECKED_KEPT = 1 << 16
 
 
 def _matches(head: bytes, _tail: bytes) -> bool:
@@ -41,6 +43,8 @@ class QcowImage(Container):
         self.handle = handle
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._l2: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._checked: dict[int, bool] = {}
+        self.size = handle.get_media_size()  # read by _zeros before Container sets it
         try:
             self._header(os.fstat(self.fd).st_size)
         except BaseException:
@@ -54,6 +58,7 @@ class QcowImage(Container):
             raise ContainerError("qcow2: header cut short")
         version = struct.unpack_from(">I", head, 4)[0]
         self.version = version
+        self.can_be_hollow = version >= 2
         if version < 2:  # QCOW1: no compressed-cluster map is read (see the README)
             self.format = "qcow"
             self.l1_size = 0
@@ -89,9 +94,21 @@ class QcowImage(Container):
             if table is None:
                 continue
             at = l2_index * self.l2_entry
-            if struct.unpack_from(">Q", table, at)[0] & _COMPRESSED:
+            if struct.unpack_from(">Q", table, at)[0] & _COMPRESSED and self._zeros(index):
                 return True
         return False
+
+    def _zeros(self, index: int) -> bool:
+        """A compressed cluster libqcow reads as all zeros: one it could not decompress
+        (libqcow decompresses most; qemu never stores a cluster of zeros compressed)."""
+        known = self._checked.get(index)
+        if known is None:
+            size = min(self.cluster, self.size - index * self.cluster)
+            data = self.handle.read_buffer_at_offset(size, index * self.cluster)
+            known = self._checked[index] = data.count(0) == len(data)
+            if len(self._checked) > _CHECKED_KEPT:
+                self._checked.clear()
+        return known
 
     def _table(self, offset: int) -> bytes | None:
         if not offset:
