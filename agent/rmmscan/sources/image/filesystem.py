@@ -193,7 +193,11 @@ class FileSystemWalk:
         path = join(folder, name, "\\")
         deleted = bool(int(info.name.flags) & _NAME_UNALLOC)
         if meta is None:
-            self.tally.count("deleted entries without a file record" if deleted else "special")
+            if deleted:
+                self.tally.count("deleted entries without a file record")
+            else:  # a name whose record cannot be read (zeros, damage): never passed over
+                why = HOLLOW if self.hollow is not None else "its file record cannot be read"
+                self.tally.problem(path, "unreadable", why)
             return None
         deleted = deleted or bool(int(meta.flags) & _META_UNALLOC)
         kind = meta.type
