@@ -35,7 +35,7 @@ _WOF = 0x80000017  # Windows Overlay Filter: WOF/CompactOS compressed content
 _NTFS_SYSTEM_RECORDS = 24  # MFT records 0-23: $MFT ... $Extend and reserved ones
 _MAX_DEPTH = 1024
 _KEY = struct.Struct("<QQqqq")  # 40 bytes: candidate.KEY_SIZE
-HOLLOW = "stored in compressed QCOW2 clusters, which the reader gives as zeros: not read"
+HOLLOW = "stored in compressed QCOW2 clusters that cannot be decompressed (damaged): not read"
 
 _REG = pytsk3.TSK_FS_META_TYPE_REG
 _DIR = pytsk3.TSK_FS_META_TYPE_DIR

@@ -30,8 +30,8 @@ class TskImage(pytsk3.Img_Info):
         super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
 
     def read(self, offset: int, size: int) -> bytes:
-        # An exception raised here becomes an OSError of pytsk3 without its text: the
-        # container's own message is kept for the report.
+        # An exception raised here becomes an OSError or a RuntimeError of pytsk3 (the
+        # latter from FS_Info): the container's own message is kept for the report.
         try:
             return self.container.read(offset, size)
         except ContainerError as exc:
@@ -69,7 +69,7 @@ def volumes(image: TskImage) -> tuple[str, list[Volume]]:
     size = image.container.size
     try:
         system = pytsk3.Volume_Info(image)
-    except OSError:
+    except (OSError, RuntimeError):
         _fail_if_unreadable(image)
         volume = Volume(0, 0, size, "bare volume")
         _open_fs(image, volume)
@@ -160,7 +160,7 @@ def _open_fs(image: TskImage, volume: Volume) -> None:
     image.failure = None
     try:
         volume.fs = pytsk3.FS_Info(image, offset=volume.offset)
-    except OSError:
+    except (OSError, RuntimeError):
         failure = getattr(image, "failure", None)
         container = image.container
         if failure:  # the container failed under the file system: that layer is named
@@ -168,6 +168,6 @@ def _open_fs(image: TskImage, volume: Volume) -> None:
         elif container.can_be_hollow and container.hollow(volume.offset, 64 * 1024):
             volume.error = (
                 f"{volume.label} ({volume.description}): its file system's first blocks are "
-                "stored in compressed QCOW2 clusters, which the reader gives as zeros: not "
+                "stored in compressed QCOW2 clusters that cannot be decompressed (damaged): not "
                 f"read (layer: {container.format})"
             )
