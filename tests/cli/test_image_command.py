@@ -24,6 +24,7 @@ from rmmscan.sources.device import device_id_from
 from tests.images.build import (
     e01_segments,
     fat_volume,
+    ntfs_deleted,
     ntfs_volume,
     partitioned,
     to_e01,
@@ -336,3 +337,24 @@ def test_the_named_stream_is_scanned(images, tree, work):
     row = next(r for r in rows if r["FolderPath"] == f"C:\\{tree.ads.full}")
     assert row["FileName"] == "readme.txt:payload.exe"
     assert row["SHA256"] == hashlib.sha256(tree.ads.sample.read_bytes()).hexdigest()
+
+
+def test_a_deleted_file_is_scanned_only_with_deleted(ntfs, expected, tree, work):
+    """A DWSNET-signed file deleted as NTFS deletes it (tests/images/build.ntfs_deleted: its
+    name left in the folder index's slack, its record freed, the sequence number incremented):
+    found with --deleted, with its real bytes and `deleted_file` in Anomalies; not reported
+    without; every other detection as the live sweep's."""
+    target = "Program Files\\DWAgent\\dwsnet-srl.exe"
+    image, _record = ntfs_deleted(ntfs, work / "deleted.img", target)
+    mine = {h for h in expected if h[0] == f"C:\\{target}"}
+    assert mine and "DWSNET" in "".join(h[3] for h in mine).upper()
+    code, rows, err = run(["image", str(image)], work / "state-del-off")
+    assert code == 1, err
+    assert hits(rows) == expected - mine, err
+    assert all("deleted_file" not in r["Anomalies"] for r in rows)
+    code, rows, err = run(["image", str(image), "--deleted"], work / "state-del-on")
+    assert code == 1, err
+    assert hits(rows) == expected, err
+    deleted = [r for r in rows if r["FolderPath"] == f"C:\\{target}"]
+    assert deleted and all("deleted_file" in r["Anomalies"] for r in deleted)
+    assert all("deleted_file" not in r["Anomalies"] for r in rows if r not in deleted)

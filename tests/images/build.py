@@ -10,6 +10,7 @@ built, whatever ``out`` it is given. Images are shared, so a test that alters on
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -386,3 +387,120 @@ def to_qcow2(raw: Path | str, out: Path | str, compressed: bool = False) -> Path
     raw = Path(raw)
     return _qemu_convert(raw, Path(out), "qcow2", None, compressed,
                          ("qcow2", _fingerprint(raw), compressed))
+
+
+# -- deletion ------------------------------------------------------------------------------------
+
+
+def _mft_record_offset(fs, addr: int, record: int, cluster: int) -> int:
+    """The byte offset in the volume of MFT record ``addr``, from $MFT's data runs."""
+    import pytsk3
+
+    at = addr * record
+    for attr in fs.open_meta(inode=0):
+        if int(attr.info.type) != pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA or attr.info.name:
+            continue
+        for run in attr:
+            start, length = int(run.offset) * cluster, int(run.len) * cluster
+            if start <= at < start + length:
+                return int(run.addr) * cluster + at - start
+    raise BuildError(f"MFT record {addr} is not in $MFT's runs")
+
+
+def _unfix(rec: bytearray) -> None:
+    """Undo the record's update sequence (fixups): the real last two bytes of each sector."""
+    usa, count = struct.unpack_from("<HH", rec, 4)
+    usn = rec[usa : usa + 2]
+    for i in range(1, count):
+        end = i * 512 - 2
+        if rec[end : end + 2] != usn:
+            raise BuildError("MFT record: a torn sector (fixup mismatch)")
+        rec[end : end + 2] = rec[usa + 2 * i : usa + 2 * i + 2]
+
+
+def _fix(rec: bytearray) -> None:
+    usa, count = struct.unpack_from("<HH", rec, 4)
+    usn = rec[usa : usa + 2]
+    for i in range(1, count):
+        end = i * 512 - 2
+        rec[usa + 2 * i : usa + 2 * i + 2] = rec[end : end + 2]
+        rec[end : end + 2] = usn
+
+
+def ntfs_deleted(volume: Path | str, out: Path | str, rel: str) -> tuple[Path, int]:
+    """A copy of the NTFS ``volume`` in which the file ``rel`` (a Windows path relative to the
+    volume) is deleted as NTFS deletes it, without mounting; returns (the copy, its record).
+
+    No offline tool deletes from NTFS (ntfs-3g's utilities list has no ntfsrm; wimlib only
+    adds), so the records are edited per the NTFS layout (the record header's sequence number
+    at 0x10 and flags at 0x16; $INDEX_ROOT's node header and entries), fixups undone first and
+    redone after, offsets found with The Sleuth Kit (pytsk3, as ``ifind``/``istat`` would):
+    the parent folder's index entry naming the file is removed from its $INDEX_ROOT (the entries
+    after it moved up, the bytes in use reduced: its name stays in the slack, where a deleted
+    name is found), and the file's record is marked not in use with its sequence number
+    incremented, as ntfs-3g's ntfs_mft_record_free does. The $MFT bitmap and the data's
+    clusters are left as they were (the data is still there, as after a real deletion until
+    reuse). The parent's index must be resident (a small folder). Not cached: a fresh copy.
+    """
+    import shutil
+
+    import pytsk3
+
+    out = _fresh(Path(out))
+    shutil.copyfile(volume, out)
+    posix = "/" + Tree.posix(rel)
+    fs = pytsk3.FS_Info(pytsk3.Img_Info(str(out)))
+    addr = int(fs.open(posix).info.meta.addr)
+    parent = int(fs.open(posix.rsplit("/", 1)[0] or "/").info.meta.addr)
+    with open(out, "rb") as f:
+        boot = f.read(512)
+    cluster = struct.unpack_from("<H", boot, 11)[0] * boot[13]
+    per = struct.unpack_from("<b", boot, 0x40)[0]
+    record = cluster * per if per > 0 else 1 << -per
+    where = {n: _mft_record_offset(fs, n, record, cluster) for n in (addr, parent)}
+    del fs
+    with open(out, "r+b") as f:
+        # The parent's $INDEX_ROOT (attribute type 0x90): remove the entries naming addr.
+        f.seek(where[parent])
+        rec = bytearray(f.read(record))
+        _unfix(rec)
+        at = struct.unpack_from("<H", rec, 0x14)[0]
+        while True:
+            kind, length = struct.unpack_from("<II", rec, at)
+            if kind == 0xFFFFFFFF:
+                raise BuildError(f"{rel}: the parent's index is not resident")
+            if kind == 0x90:
+                break
+            at += length
+        value = at + struct.unpack_from("<H", rec, at + 0x14)[0]
+        node = value + 16
+        first, used, _alloc = struct.unpack_from("<III", rec, node)
+        pos, end, removed = node + first, node + used, 0
+        while pos < end:
+            ref, size = struct.unpack_from("<QH", rec, pos)
+            flags = struct.unpack_from("<I", rec, pos + 12)[0]
+            if not flags & 2 and ref & 0xFFFFFFFFFFFF == addr:
+                rec[pos : end - size] = rec[pos + size : end]  # the entries after it move up
+                end -= size
+                removed += 1
+                continue
+            if flags & 2:
+                break
+            pos += size
+        if not removed:
+            raise BuildError(f"{rel}: no entry of the parent's $INDEX_ROOT names record {addr}")
+        struct.pack_into("<I", rec, node + 4, end - node)
+        _fix(rec)
+        f.seek(where[parent])
+        f.write(rec)
+        # The file's record: not in use, its sequence number incremented (never 0).
+        f.seek(where[addr])
+        rec = bytearray(f.read(record))
+        if rec[:4] != b"FILE":
+            raise BuildError(f"MFT record {addr}: no FILE signature")
+        seq, flags = struct.unpack_from("<H", rec, 0x10)[0], struct.unpack_from("<H", rec, 0x16)[0]
+        struct.pack_into("<H", rec, 0x10, 1 if seq == 0xFFFF else seq + 1)
+        struct.pack_into("<H", rec, 0x16, flags & ~1)
+        f.seek(where[addr])
+        f.write(rec)  # the header lies in the first sector, before its fixup: left as it is
+    return out, addr

@@ -9,7 +9,8 @@ elsewhere) is reported unreadable: never judged, so never passed as clean. Each 
 stream (an NTFS alternate data stream) is a file of its own, ``name:stream``.
 
 A deleted entry is judged only when asked (``deleted``) and only while its file record is
-still the one the name points to (same record number and sequence); its rows are marked.
+still the one the name points to (same record number; the same sequence number, or the next
+one while the record is free, as freeing it increments it); its rows are marked.
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ class ImageFile(Candidate):
         return self.open()[0]
 
 
+def _same_record(meta, name_seq: int) -> bool:
+    """The NTFS record is still the file a deleted name named: its sequence number is the
+    name's, or, the record being free, the name's plus one (NTFS increments it, never to 0,
+    when it frees a record). Otherwise the record was reused: another file."""
+    seq = int(meta.seq)
+    if seq == name_seq:
+        return True
+    freed = 1 if name_seq == 0xFFFF else name_seq + 1
+    return seq == freed and bool(int(meta.flags) & _META_UNALLOC)
+
+
 def _time_ns(seconds: int, nanos: int) -> int:
     return int(seconds) * 1_000_000_000 + int(nanos)
 
@@ -192,6 +204,9 @@ class FileSystemWalk:
         meta = info.meta
         path = join(folder, name, "\\")
         deleted = bool(int(info.name.flags) & _NAME_UNALLOC)
+        if meta is None and deleted and self.deleted and self.ntfs:
+            entry = self._freed_record(info.name)  # TSK drops it: its sequence moved on
+            meta = None if entry is None else entry.info.meta
         if meta is None:
             if deleted:
                 self.tally.count("deleted entries without a file record")
@@ -212,7 +227,7 @@ class FileSystemWalk:
                 self.tally.count("deleted files not scanned (see --deleted)")
                 return None
             # The name must still point at this record: a reused record is another file.
-            if kind == _DIR or (self.ntfs and int(meta.seq) != int(info.name.meta_seq)):
+            if kind == _DIR or (self.ntfs and not _same_record(meta, int(info.name.meta_seq))):
                 self.tally.count("deleted entries whose record was reused")
                 return None
         if kind == _LNK:
@@ -277,6 +292,18 @@ class FileSystemWalk:
             files.append(
                 ImageFile(folder, shown, entry, _DATA, int(a.id), listing, deleted, self.origin)
             )
+
+    def _freed_record(self, name):
+        """The record a deleted name points to, when The Sleuth Kit's listing left it out
+        (it wants the name's sequence number, which freeing the record incremented)."""
+        try:
+            entry = self.fs.open_meta(inode=int(name.meta_addr))
+        except (OSError, RuntimeError):
+            return None
+        meta = entry.info.meta
+        if meta is None or not _same_record(meta, int(name.meta_seq)):
+            return None
+        return entry
 
     # -- where the data lies, for a container that reads zeros in places ---------------------
     def _hollow_entry(self, entry) -> bool:
