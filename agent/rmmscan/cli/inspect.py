@@ -15,7 +15,7 @@ from ..engine.options import Options
 from ..sinks.sink import SinkError, standard_output
 from ..sources.localfile import NamedFile
 from ..text import printable
-from .scan import warn
+from .common import warn
 from .status import EXIT_ERROR, EXIT_OK
 
 SOURCE = "inspect"  # the ScanSource column

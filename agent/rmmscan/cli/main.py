@@ -14,7 +14,7 @@ from .status import EXIT_ERROR, EXIT_INTERRUPTED
 
 MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (sources/claims.py) holds this many owners
 
-COMMANDS = ("scan", "inspect", "rules", "state", "config", "outbox")
+COMMANDS = ("scan", "image", "inspect", "rules", "state", "config", "outbox")
 
 SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
 something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rmmscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_scan(sub)
+    _add_image(sub)
     ins = sub.add_parser(
         "inspect",
         help="report every signature of the given files",
@@ -101,7 +102,6 @@ def _trust_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_scan(sub) -> None:
-    from ..rules.judge import EMIT_CHOICES
 
     p = sub.add_parser(
         "scan",
@@ -113,6 +113,78 @@ def _add_scan(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
+    _scan_options(p)
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip matching files and directories (repeatable; see below)",
+    )
+    p.add_argument(
+        "--one-file-system", "-x", action="store_true", help="do not cross into other file systems"
+    )
+    p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symbolic links (off by default; loops are detected)",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=None,
+        metavar="N",
+        help="sweep processes, each walking the tree and reading the directories it reaches "
+        "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
+        f"most {MAX_JOBS}. Default: the number of CPUs, at most 4 (each process adds about "
+        "40 MiB); 1 when every PATH is a file, or where the OS cannot fork (threads share one "
+        "core: two were slower than one)",
+    )
+
+
+IMAGE_EPILOG = """exit status: as `rmmscan scan`: 0 nothing found; 1 detections; 2 an error - a bad
+option, or an image, partition or layer that could not be read (the others are still
+scanned; each is named on stderr with the layer that failed).
+
+Formats are recognised by content: E01/Ex01 (split segments found from the first), raw/dd,
+VMDK (a descriptor and its extents, or one sparse file), VHD, VHDX, QCOW2; an MBR or GPT
+partition table, or a bare volume; NTFS, FAT12/16/32, exFAT, ext2/3/4. Paths: the volume
+holding Windows\\System32\\config\\SYSTEM is C:\\, another partition N is \\\\?\\image\\pN\\.
+DeviceName and DeviceId come from that volume's SYSTEM and SOFTWARE hives; without one, from
+the image file's name and its evidence id. Images are only ever opened read-only."""
+
+
+def _add_image(sub) -> None:
+    p = sub.add_parser(
+        "image",
+        help="scan offline disk images (E01, raw, VMDK, VHD, VHDX, QCOW2) read-only",
+        description="Scan every partition of each IMAGE, read-only, as a sweep of that disk "
+        "would: the same rules, rows and cache, the rows named after the imaged machine.",
+        epilog=IMAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scan only partition N (1, 2, ... in table order; 0 for a bare volume)",
+    )
+    p.add_argument(
+        "--deleted",
+        action="store_true",
+        help="also scan deleted files whose file record is not reused; their rows carry "
+        '"deleted_file" in Anomalies',
+    )
+    _scan_options(p)
+
+
+def _scan_options(p: argparse.ArgumentParser) -> None:
+    """The options every scanning command shares: output, rules, cache, config, trust."""
+    from ..rules.judge import EMIT_CHOICES
+
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -142,33 +214,6 @@ def _add_scan(sub) -> None:
         metavar="FILE",
         help="sanctioned deployments (YAML of KQL predicates) whose detections are "
         "suppressed and counted in the summary",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="skip matching files and directories (repeatable; see below)",
-    )
-    p.add_argument(
-        "--one-file-system", "-x", action="store_true", help="do not cross into other file systems"
-    )
-    p.add_argument(
-        "--follow-symlinks",
-        action="store_true",
-        help="follow symbolic links (off by default; loops are detected)",
-    )
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=_jobs,
-        default=None,
-        metavar="N",
-        help="sweep processes, each walking the tree and reading the directories it reaches "
-        "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
-        f"most {MAX_JOBS}. Default: the number of CPUs, at most 4 (each process adds about "
-        "40 MiB); 1 when every PATH is a file, or where the OS cannot fork (threads share one "
-        "core: two were slower than one)",
     )
     p.add_argument(
         "--no-cache",
@@ -254,6 +299,10 @@ def _dispatch(args) -> int:
         return run(args)
     if args.command == "scan":
         from .scan import run
+
+        return run(args)
+    if args.command == "image":
+        from .image import run
 
         return run(args)
     if args.command == "rules":

@@ -170,6 +170,18 @@ class Engine:
         )
         self._report_ids = _ReportIds(self.state)
 
+    def use_device(self, device: Device, scope: str) -> None:
+        """Judge what follows as files of another machine, cached in their own scope: an
+        image names its own machine (sources/image/registry.py), and its files never share
+        the local disk's cache rows. Called between batches, in the delivering thread."""
+        self.device = device
+        self.fingerprint = judgement_fingerprint(
+            self.pack, self.allowlist, self.options.emit, self.generation, device
+        )
+        if self.cache is not None:
+            self.cache.flush()
+            self.cache.scope = scope
+
     def close(self) -> None:
         """Release the ReportIds not used, flush and close the cache and the state."""
         try:
@@ -210,7 +222,9 @@ class Engine:
         path = candidate.path
         try:
             facts = FileFacts(
-                file_columns(FileRef(path, candidate.source), self.device, listing.size),
+                file_columns(
+                    FileRef(path, candidate.source, candidate.origin), self.device, listing.size
+                ),
                 opener,
                 self.inspector,
                 record,

@@ -34,6 +34,7 @@ class FileRef:
 
     path: str | bytes
     source: str  # ScanSource
+    origin: tuple[str, int, str | None] | None = None  # an image's (Evidence, Partition, Snapshot)
 
 
 def file_name(folder_path: str) -> str:
@@ -54,6 +55,9 @@ def file_columns(ref: FileRef, device: Device, size: int) -> dict:
         "FolderPathBytes": raw,
         "FileSize": size,
         "ScanSource": ref.source,
+        "Evidence": origin[0] if (origin := ref.origin) else None,
+        "Partition": origin[1] if origin else None,
+        "Snapshot": origin[2] if origin else None,
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # What it costs to know a column, cheapest first: rules evaluate cheap predicates first, and
 # a file is read further only when a predicate or the emission policy reaches a costlier one.
@@ -105,6 +105,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("VersionInfoFileDescription", "string", VERSION,
        "FileDescription of the version resource", nullable=N),
     _c("ScanSource", "string", FILE, "inspect, sweep, watch, process or image"),
+    _c("Evidence", "string", FILE, "The image file a row of `rmmscan image` was read from, as "
+       "named on the command line; null for a live file", nullable=N),
+    _c("Partition", "int", FILE, "The image's partition: 1, 2, ... in table order, 0 for a "
+       "bare volume; null for a live file", nullable=N),
+    _c("Snapshot", "string", FILE, "The volume snapshot a file was read from; null for the "
+       "live volume (and for every row today: snapshots are not read yet)", nullable=N),
     _c("RuleId", "string", EMIT, "Id of the rule that matched (detections only)", nullable=N),
     _c("RuleName", "string", EMIT, "Name of the rule that matched (detections only)", nullable=N),
 )  # fmt: skip

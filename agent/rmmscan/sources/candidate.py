@@ -43,6 +43,7 @@ class Candidate:
     __slots__ = ("folder", "name", "source")
 
     scope = ""  # of the scan cache
+    origin = None  # a file of an image: (evidence, partition, snapshot), its columns
     sep = os.sep  # of the paths the source names: an image of Windows has "\\" anywhere
 
     def __init__(self, folder: str, name: str, source: str):

@@ -1,0 +1,211 @@
+"""`rmmscan image`'s driver: evidence files → containers → volumes → file systems → the
+engine, the same judge, cache and delivery as the local sweep (sweep.py).
+
+Each image is opened read-only and recognised by content (sources/image/container.py); its
+machine is named from its own registry and its files are cached under its evidence id
+(Engine.use_device), never mixed with the local disk's or another image's. Folders are
+judged and delivered one at a time in this thread: The Sleuth Kit's reads hold the GIL, and
+an image is one file on one disk. A layer that fails (a container that cannot be opened or
+read, a partition past the end, a file system not recognised) is reported with the image,
+the partition and the layer named; the other partitions and images are still scanned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from ..rows.facts import with_anomaly
+from ..sources.image.container import Container, ContainerError, open_container
+from ..sources.image.evidence import evidence_id
+from ..sources.image.filesystem import HOLLOW, FileSystemWalk, ImageFile
+from ..sources.image.registry import has_system_hive, identity
+from ..sources.image.volumes import TskImage, Volume, volumes
+from ..text import printable
+from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
+
+DELETED = "deleted_file"  # the Anomalies entry of a deleted file's rows (--deleted)
+WINDOWS_ROOT = "C:\\"
+
+
+def other_root(number: int) -> str:
+    """The root of a volume that is not the Windows volume: its partition, by number."""
+    return f"\\\\?\\image\\p{number}\\"
+
+
+class ImageScan:
+    def __init__(self, engine: Engine, partition: int | None = None, deleted: bool = False):
+        self.engine, self.partition, self.deleted = engine, partition, deleted
+        self.stop = threading.Event()
+        self.now = dt.datetime.now(dt.UTC)
+
+    def run(
+        self,
+        images: Sequence[str],
+        tick: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Scan each image in turn; ``tick(image)`` is called after every folder."""
+        if stop is not None:
+            self.stop = stop
+        self.now = dt.datetime.now(dt.UTC)
+        self.tick = tick or (lambda _root: None)
+        try:
+            for image in images:
+                if self.stop.is_set():
+                    break
+                self._image(image)
+        finally:
+            self.engine.stats.interrupted |= self.stop.is_set()
+
+    # -- one image ---------------------------------------------------------------------------
+    def _error(self, image: str, message: str) -> None:
+        self.engine.stats.problem(image, "unreadable roots", message)
+
+    def _image(self, image: str) -> None:
+        stats = self.engine.stats
+        try:
+            container = open_container(image)
+        except (ContainerError, OSError) as exc:
+            self._error(image, f"cannot be scanned: {exc} (layer: container)")
+            return
+        try:
+            try:
+                evidence = evidence_id(container)
+                tsk = TskImage(container)
+                _kind, found = volumes(tsk)
+            except (ContainerError, OSError) as exc:
+                self._error(image, f"cannot be scanned: {exc} (layer: {container.format})")
+                return
+            numbers = [v.number for v in found]
+            if self.partition is not None and self.partition not in numbers:
+                shown = ", ".join(map(str, numbers)) or "none"
+                self._error(image, f"has no partition {self.partition} (it has: {shown})")
+                return
+            for volume in found:
+                if volume.error:
+                    if self.partition in (None, volume.number):
+                        self._error(image, volume.error)
+                elif volume.error == "":
+                    stats.count("partitions without a file system")
+            windows = next((v for v in found if v.fs is not None and has_system_hive(v.fs)), None)
+            name = os.path.basename(image)
+            who = identity(
+                windows.fs if windows else None,
+                name,
+                evidence,
+                lambda message: self.engine.warn(f"{printable(image)}: {message}"),
+            )
+            self.engine.use_device(who.device, evidence)
+            for volume in found:
+                if volume.fs is None or self.partition not in (None, volume.number):
+                    continue
+                if self.stop.is_set():
+                    return
+                root = WINDOWS_ROOT if volume is windows else other_root(volume.number)
+                self._volume(image, container, tsk, volume, root)
+        finally:
+            container.close()
+
+    def _volume(
+        self, image: str, container: Container, tsk: TskImage, volume: Volume, root: str
+    ) -> None:
+        stats = self.engine.stats
+        failed = False
+
+        def problem(path: str, kind: str, message: str) -> None:
+            nonlocal failed
+            failure = getattr(tsk, "failure", None)
+            if failure and not failed:
+                failed = True  # the layer under the file system: said once, as an error
+                self._error(image, f"{volume.label} ({volume.description}): {failure}; "
+                            "files below it could not all be read")  # fmt: skip
+            stats.problem(path, kind, message)
+
+        tally = _Tally(stats, problem)
+        origin = (image, volume.number, None)
+        hollow = container.hollow if container.can_be_hollow else None
+        walk = FileSystemWalk(volume, root, tally, self.deleted, origin, hollow).folders()
+        while not self.stop.is_set():
+            before = container.hollow_reads
+            tsk.failure = None
+            try:
+                folder, files = next(walk)
+            except StopIteration:
+                break
+            except (OSError, RuntimeError) as exc:
+                problem(root, "unreadable", f"the walk ended early: {exc}")
+                break
+            if container.hollow_reads != before:
+                problem(folder, "unreadable", f"its folder entries are {HOLLOW}")
+            batch = self._visit(folder, files, container)
+            if tsk.failure and not failed:
+                problem(folder, "unreadable", "its files could not all be read")
+            self.engine.deliver(batch)
+            self.tick(image)
+
+    def _visit(self, folder: str, files: list[ImageFile], container: Container) -> Batch:
+        """One folder's files, judged as the sweep judges them (sweep.Sweep.visit): from the
+        cache when their key is unchanged, else read."""
+        engine = self.engine
+        cache = engine.cache
+        fingerprint = engine.fingerprint
+        result = Batch(folder, files=len(files))
+        cached = cache.lookup_dir(folder) if cache is not None else None
+        for seen, candidate in enumerate(files):
+            if self.stop.is_set():
+                result.files = seen
+                break
+            name, listing = candidate.name, candidate.listing
+            record = known = None
+            if cached:
+                hit = cached.get(name)  # (name, key, judged, flags, rsum, sum)
+                if hit is not None and hit[1] == listing.key and cache.sound(folder, name, hit):
+                    flags = hit[3]
+                    if not flags & FLAG_PE:
+                        result.cached += 1
+                        continue
+                    if hit[2] is not None and hit[2] == fingerprint:
+                        result.cached += 1
+                        result.pe += 1
+                        result.signed += bool(flags & FLAG_SIGNED)
+                        continue
+                    record = cache.record(folder, name, hit)
+                    if record is not None:
+                        result.cached += 1
+                        known = listing
+            hollow = container.hollow_reads
+            try:
+                outcome = engine.judge(candidate, self.now, record, known)
+            except Exception as exc:  # one file's failure must not end the image's scan
+                result.problems.append(problem_of(candidate.path, exc))
+                continue
+            if container.hollow_reads != hollow:
+                # Judged from zeros: reported unreadable (its rows, if any, still leave).
+                result.problems.append((candidate.path, "unreadable", HOLLOW))
+                if type(outcome) is NotPE:
+                    continue
+                outcome.store = None
+            if type(outcome) is NotPE:
+                if cache is not None:
+                    result.store.append((name, listing.key, None, None, 0))
+                continue
+            if candidate.deleted:
+                for row in outcome.rows:
+                    row["Anomalies"] = with_anomaly(row["Anomalies"], DELETED)
+            result.add(name, outcome)
+        if cache is None:
+            result.store.clear()
+        if cached and not self.stop.is_set():
+            names = {f.name for f in files}
+            result.gone = [name for name in cached if name not in names]
+        return result
+
+
+class _Tally:
+    """What the walk counts goes to the statistics; its problems through ``problem``."""
+
+    def __init__(self, stats, problem):
+        self.count, self.problem = stats.count, problem
