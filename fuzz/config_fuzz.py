@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "config"))
-CRASHES = Path(os.environ.get("FUZZ_CRASHES", ROOT / "fuzz" / "crashes"))
 SLOW_S = 1.0
 
 REPLAY = "--replay" in sys.argv[1:2] or "--seed" in sys.argv[1:2]
@@ -51,30 +50,9 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="rmmscan-config-fuzz-"))
 for _name, _mode in (("fuzz.secret", 0o600), ("open.secret", 0o644)):
     (WORKDIR / _name).write_text(contract.SECRET + "\n")
     (WORKDIR / _name).chmod(_mode)
-_seen: set[str] = set()
+from findings import Findings  # noqa: E402  (fuzz/findings.py)
 
-
-def signature(exc: BaseException) -> str:
-    """Exception type and the innermost three frames in rmmscan, tomllib or the contract."""
-    frames = [
-        f"{Path(f.filename).name}:{f.name}:{f.lineno}"
-        for f in traceback.extract_tb(exc.__traceback__)
-        if any(part in f.filename for part in ("rmmscan", "tomllib", "test_config_fuzz"))
-    ]
-    return f"{type(exc).__name__}@{'/'.join(frames[-3:])}"
-
-
-def save(prefix: str, key: str, data: bytes, text: str) -> None:
-    if key in _seen:
-        return
-    _seen.add(key)
-    name = hashlib.sha1(key.encode()).hexdigest()[:12]
-    CRASHES.mkdir(parents=True, exist_ok=True)
-    target = CRASHES / f"config-{prefix}-{name}.bin"
-    if not target.exists() or target.stat().st_size > len(data):
-        target.write_bytes(data)  # the smallest input seen for this signature
-        (CRASHES / f"config-{prefix}-{name}.txt").write_text(f"{key}\n\n{text}", "utf-8")
-    print(f"\n== config-{prefix}: {key} -> {target.name}", file=sys.stderr, flush=True)
+FINDINGS = Findings('config-', ("rmmscan", "tomllib", "test_config_fuzz"))
 
 
 def test_one_input(data: bytes) -> None:
@@ -84,11 +62,11 @@ def test_one_input(data: bytes) -> None:
     try:
         contract.check(WORKDIR, data, budget=60.0)
     except Exception as exc:  # every escape and every broken promise is a finding
-        save("crash", signature(exc), data, traceback.format_exc())
+        FINDINGS.save("crash", FINDINGS.signature(exc), data, traceback.format_exc())
         return
     elapsed = time.monotonic() - started
     if elapsed > SLOW_S:
-        save("slow", f"slow {len(data) >> 10} KiB", data, f"{elapsed:.2f} s\n")
+        FINDINGS.save("slow", f"slow {len(data) >> 10} KiB", data, f"{elapsed:.2f} s\n")
 
 
 def seeds() -> list[bytes]:
@@ -176,7 +154,7 @@ def main() -> None:
                 if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
                     test_one_input(p.read_bytes())
                     count += 1
-        print(f"replayed {count} inputs, {len(_seen)} distinct findings", file=sys.stderr)
+        print(f"replayed {count} inputs, {len(FINDINGS.seen)} distinct findings", file=sys.stderr)
         return
     atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
 import re
 import sys
@@ -27,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-CRASHES = Path(os.environ.get("FUZZ_CRASHES", ROOT / "fuzz" / "crashes"))
 TEST_ROOT = ROOT / "samples" / "pki" / "test-root.pem"
 MAX_SEED = 256 * 1024  # larger crafted files are tested by the suite, not mutated here
 
@@ -50,30 +48,9 @@ import mutate  # noqa: E402  (tests/mutate.py)
 
 # System roots stay out: loading them costs seconds and adds nothing to the parsing paths.
 INSPECTOR = Inspector([TEST_ROOT], system_roots=False)
-_seen: set[str] = set()
+from findings import CRASHES, Findings  # noqa: E402  (fuzz/findings.py)
 
-
-def signature(exc: BaseException) -> str:
-    """Exception type and the innermost three frames inside rmmscan: one crash, one name."""
-    frames = [
-        f"{Path(f.filename).name}:{f.name}:{f.lineno}"
-        for f in traceback.extract_tb(exc.__traceback__)
-        if "rmmscan" in f.filename or "asn1crypto" in f.filename or "signify" in f.filename
-    ]
-    return f"{type(exc).__name__}@{'/'.join(frames[-3:])}"
-
-
-def save(prefix: str, key: str, data: bytes, text: str) -> None:
-    if key in _seen:
-        return
-    _seen.add(key)
-    name = hashlib.sha1(key.encode()).hexdigest()[:12]
-    CRASHES.mkdir(parents=True, exist_ok=True)
-    target = CRASHES / f"{prefix}-{name}.bin"
-    if not target.exists() or target.stat().st_size > len(data):
-        target.write_bytes(data)  # the smallest input seen for this signature
-        (CRASHES / f"{prefix}-{name}.txt").write_text(f"{key}\n\n{text}", "utf-8")
-    print(f"\n== {prefix}: {key} -> {target.name}", file=sys.stderr, flush=True)
+FINDINGS = Findings('', ("rmmscan", "asn1crypto", "signify"))
 
 
 def check_inspection(data: bytes):
@@ -98,11 +75,11 @@ def test_one_input(data: bytes) -> None:
     try:
         inspection = check_inspection(data)
     except Exception as exc:  # every escape is a finding; the campaign goes on
-        save("crash", signature(exc), data, traceback.format_exc())
+        FINDINGS.save("crash", FINDINGS.signature(exc), data, traceback.format_exc())
         return
     for error in inspection.errors if inspection is not None else ():
         # "verification of signature 11: KeyError: ..." and "... 0: ..." are one finding.
-        save("internal", re.sub(r"\d+", "N", error)[:200], data, error)
+        FINDINGS.save("internal", re.sub(r"\d+", "N", error)[:200], data, error)
     promise = _expected.pop(hashlib.sha1(data).digest(), None)
     if promise is not None:
         expected, kind, touched, parent = promise
@@ -112,7 +89,7 @@ def test_one_input(data: bytes) -> None:
             if parent_data is not None:
                 CRASHES.mkdir(parents=True, exist_ok=True)
                 (CRASHES / f"parent-{parent[:12]}.bin").write_bytes(parent_data)
-            save(
+            FINDINGS.save(
                 "lost-signer",
                 f"{kind}: {expected[0]!r} -> {got and got[0]!r}",
                 data,
@@ -207,7 +184,7 @@ def main() -> None:
                 if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
                     test_one_input(p.read_bytes())
                     count += 1
-        print(f"replayed {count} inputs, {len(_seen)} distinct findings", file=sys.stderr)
+        print(f"replayed {count} inputs, {len(FINDINGS.seen)} distinct findings", file=sys.stderr)
         return
     _donors()
     atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)

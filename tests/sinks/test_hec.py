@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rmmscan.sinks.jsonl import dumps
-from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportError
+from rmmscan.sinks.forward import entry_of
+from rmmscan.sinks.transport import Accepted, Refused, Retry, TransportError
 from rmmscan.sinks.transports.hec import HecSettings, HecTransport
 from rmmscan.sinks.transports.http import REQUEST_LIMIT, retry_after_seconds
 from tests.receivers.https import HecReceiver
-from tests.receivers.names import AWKWARD
+from tests.receivers.rows import AWKWARD, row
 
 TOKEN = "9f3c2a1e-5b7d-4c8e-a0f1-hec-secret-token"
 
@@ -39,19 +39,6 @@ def settings(receiver, pki, **changes) -> HecSettings:
     return HecSettings(**values)
 
 
-def row(i: int, name: str = "a.exe", pad: int = 0) -> dict:
-    return {
-        "Timestamp": f"2026-12-02T10:00:{i % 60:02d}.123456Z", "DeviceName": "host.example",
-        "FileName": name, "FolderPath": f"C:\\Tools\\{name}", "ReportId": i,
-        "IsSigned": True, "Signer": "DWSNET OÜ", "Pad": "x" * pad,
-    }  # fmt: skip
-
-
-def entry(r: dict) -> Entry:
-    return Entry(dumps(r).encode("ascii"), 1796205600.123456 + r["ReportId"], "host.example",
-                 False)  # fmt: skip
-
-
 def batches(transport, entries):
     """Entries cut as a forwarding sink cuts them: by the transport's two limits."""
     out, current, size = [], [], 0
@@ -69,7 +56,7 @@ def test_awkward_rows_arrive_intact_with_their_envelope(receiver, pki):
     rows = [row(i, name) for i, name in enumerate(AWKWARD)]
     transport = HecTransport(settings(receiver, pki))
     try:
-        assert transport.send([entry(r) for r in rows]) == Accepted()
+        assert transport.send([entry_of(r) for r in rows]) == Accepted()
     finally:
         transport.close()
     assert receiver.rows == rows
@@ -86,10 +73,10 @@ def test_the_session_keeps_its_connection(receiver, pki):
     transport = HecTransport(settings(receiver, pki))
     try:
         for i in range(3):
-            assert transport.send([entry(row(i))]) == Accepted()
+            assert transport.send([entry_of(row(i))]) == Accepted()
         receiver.fail_next(1, 503)
-        assert isinstance(transport.send([entry(row(3))]), Retry)
-        assert transport.send([entry(row(4))]) == Accepted()
+        assert isinstance(transport.send([entry_of(row(3))]), Retry)
+        assert transport.send([entry_of(row(4))]) == Accepted()
     finally:
         transport.close()
     assert len(receiver.requests) == 5 and receiver.connections == 1
@@ -100,7 +87,7 @@ def test_batches_fit_the_request_limit_and_keep_order(receiver, pki):
     transport = HecTransport(settings(receiver, pki))
     try:
         assert transport.max_batch_bytes < REQUEST_LIMIT
-        cut = batches(transport, [entry(r) for r in rows])
+        cut = batches(transport, [entry_of(r) for r in rows])
         assert len(cut) >= 3
         for batch in cut:
             assert transport.send(batch) == Accepted()
@@ -116,14 +103,14 @@ def test_a_batch_over_the_limit_is_refused_unsent_and_its_halves_go(receiver, pk
     rows = [row(i, f"big{i}.exe", pad=20_000) for i in range(60)]  # 1.2 MB: over the limit
     transport = HecTransport(settings(receiver, pki))
     try:
-        answer = transport.send([entry(r) for r in rows])
+        answer = transport.send([entry_of(r) for r in rows])
         assert isinstance(answer, Refused) and "limit" in answer.reason
         assert receiver.requests == []
-        assert transport.send([entry(r) for r in rows[:30]]) == Accepted()
-        assert transport.send([entry(r) for r in rows[30:]]) == Accepted()
-        huge = entry(row(99, pad=REQUEST_LIMIT))
+        assert transport.send([entry_of(r) for r in rows[:30]]) == Accepted()
+        assert transport.send([entry_of(r) for r in rows[30:]]) == Accepted()
+        huge = entry_of(row(99, pad=REQUEST_LIMIT))
         assert "limit" in transport.unsendable(huge)
-        assert transport.unsendable(entry(row(1))) is None
+        assert transport.unsendable(entry_of(row(1))) is None
     finally:
         transport.close()
     assert receiver.rows == rows
@@ -134,14 +121,14 @@ def test_busy_is_retry_after_what_the_receiver_asks(receiver, pki, status):
     transport = HecTransport(settings(receiver, pki))
     try:
         receiver.fail_next(1, status, retry_after="7")
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert answer == Retry(answer.reason, 7.0) and f"HTTP {status}" in answer.reason
         when = email.utils.formatdate(time.time() + 120, usegmt=True)
         receiver.fail_next(1, status, retry_after=when)
-        answer = transport.send([entry(row(2))])
+        answer = transport.send([entry_of(row(2))])
         assert isinstance(answer, Retry) and 110 < answer.after <= 121
         assert receiver.rows == []
-        assert transport.send([entry(row(3))]) == Accepted()
+        assert transport.send([entry_of(row(3))]) == Accepted()
     finally:
         transport.close()
     assert [r["ReportId"] for r in receiver.rows] == [3]
@@ -151,7 +138,7 @@ def test_a_server_error_is_retry_without_after(receiver, pki):
     transport = HecTransport(settings(receiver, pki))
     try:
         receiver.fail_next(1, 500)
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert isinstance(answer, Retry) and answer.after is None and "500" in answer.reason
     finally:
         transport.close()
@@ -162,15 +149,15 @@ def test_refusals_name_the_status_and_never_the_token(receiver, pki):
     wrong = HecTransport(settings(receiver, pki, token="not-the-" + TOKEN))
     try:
         receiver.refuse_marker("poison")
-        answer = transport.send([entry(row(1)), entry(row(2, "poison.exe"))])
+        answer = transport.send([entry_of(row(1)), entry_of(row(2, "poison.exe"))])
         assert isinstance(answer, Refused) and "HTTP 400" in answer.reason
         assert "Invalid data format" in answer.reason
-        answer = wrong.send([entry(row(1))])
+        answer = wrong.send([entry_of(row(1))])
         assert isinstance(answer, Refused) and "HTTP 403" in answer.reason
         assert "Invalid token" in answer.reason
         # A receiver that echoes the token: the reason blanks it.
         receiver.fail_next(1, 401, body=f'{{"text":"bad token {TOKEN}","code":3}}'.encode())
-        answer = transport.send([entry(row(3))])
+        answer = transport.send([entry_of(row(3))])
         assert isinstance(answer, Refused) and "HTTP 401" in answer.reason
         assert TOKEN not in answer.reason and "***" in answer.reason
         for text in (repr(transport.settings), repr(transport), transport.name):
@@ -185,10 +172,10 @@ def test_a_body_over_the_receivers_limit_is_refused_413(pki):
     with HecReceiver(pki, TOKEN, limit=10_000) as small:
         transport = HecTransport(settings(small, pki))
         try:
-            answer = transport.send([entry(row(1, pad=20_000))])
+            answer = transport.send([entry_of(row(1, pad=20_000))])
             assert isinstance(answer, Refused) and "HTTP 413" in answer.reason
             assert TOKEN not in answer.reason
-            assert transport.send([entry(row(2))]) == Accepted()  # the connection recovers
+            assert transport.send([entry_of(row(2))]) == Accepted()  # the connection recovers
         finally:
             transport.close()
         assert [r["ReportId"] for r in small.rows] == [2]
@@ -197,7 +184,7 @@ def test_a_body_over_the_receivers_limit_is_refused_413(pki):
 def test_an_untrusted_certificate_is_retry_naming_verification(receiver, pki):
     transport = HecTransport(settings(receiver, pki, ca_file=pki.other_ca))
     try:
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert isinstance(answer, Retry) and "certificate verification" in answer.reason
     finally:
         transport.close()
@@ -208,12 +195,12 @@ def test_a_receiver_that_goes_down_costs_a_retry_and_no_row(pki):
     receiver = HecReceiver(pki, TOKEN).start()
     transport = HecTransport(settings(receiver, pki, index=None))
     try:
-        assert transport.send([entry(row(1))]) == Accepted()
+        assert transport.send([entry_of(row(1))]) == Accepted()
         receiver.stop()
-        answer = transport.send([entry(row(2))])
+        answer = transport.send([entry_of(row(2))])
         assert isinstance(answer, Retry) and "cannot reach" in answer.reason
         receiver.start()  # the same port
-        assert transport.send([entry(row(2))]) == Accepted()
+        assert transport.send([entry_of(row(2))]) == Accepted()
     finally:
         transport.close()
         receiver.stop()

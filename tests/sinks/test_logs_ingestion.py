@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from rmmscan.sinks.jsonl import dumps
-from rmmscan.sinks.transport import Accepted, Entry, Refused, Retry, TransportError
+from rmmscan.sinks.forward import entry_of
+from rmmscan.sinks.transport import Accepted, Refused, Retry, TransportError
 from rmmscan.sinks.transports.http import REQUEST_LIMIT
 from rmmscan.sinks.transports.logs_ingestion import LogsIngestionSettings, LogsIngestionTransport
 from tests.receivers.https import EntraReceiver, LogsIngestionReceiver
-from tests.receivers.names import AWKWARD
 from tests.receivers.pki import make_pki
+from tests.receivers.rows import AWKWARD, row
 
 CLIENT = "6a1f0c55-0000-4000-8000-0000000c1e47"
 SECRET = "s3cr3t~LogsIngestion.Client_Secret-value"
@@ -83,18 +83,6 @@ def settings(receiver, entra, pki, **changes) -> LogsIngestionSettings:
     return LogsIngestionSettings(**values)
 
 
-def row(i: int, name: str = "a.exe", pad: int = 0) -> dict:
-    return {
-        "Timestamp": f"2026-12-02T10:00:{i % 60:02d}.123456Z", "DeviceName": "host.example",
-        "FileName": name, "FolderPath": f"C:\\Tools\\{name}", "ReportId": i,
-        "IsSigned": True, "Signer": "DWSNET OÜ", "Pad": "x" * pad,
-    }  # fmt: skip
-
-
-def entry(r: dict) -> Entry:
-    return Entry(dumps(r).encode("ascii"), 1796205600.0 + r["ReportId"], "host.example", False)
-
-
 def stamped(r: dict) -> dict:
     return {"TimeGenerated": r["Timestamp"], **r}
 
@@ -103,7 +91,7 @@ def test_awkward_rows_arrive_intact_with_time_generated(receiver, entra, pki):
     rows = [row(i, name) for i, name in enumerate(AWKWARD)]
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
     try:
-        assert transport.send([entry(r) for r in rows]) == Accepted()
+        assert transport.send([entry_of(r) for r in rows]) == Accepted()
     finally:
         transport.close()
     assert receiver.rows == [stamped(r) for r in rows]
@@ -130,8 +118,8 @@ def test_each_credential_gets_a_token_from_the_token_endpoint(
                           client_id=None, authority=None, managed_identity=True)  # fmt: skip
     transport = LogsIngestionTransport(chosen)
     try:
-        assert transport.send([entry(row(1))]) == Accepted()
-        assert transport.send([entry(row(2))]) == Accepted()  # the token is kept
+        assert transport.send([entry_of(row(1))]) == Accepted()
+        assert transport.send([entry_of(row(2))]) == Accepted()  # the token is kept
     finally:
         transport.close()
     issued = entra.issued[before:]
@@ -143,7 +131,7 @@ def test_each_credential_gets_a_token_from_the_token_endpoint(
 def test_batches_fit_the_request_limit_and_keep_order(receiver, entra, pki):
     rows = [row(i, f"big{i}.exe", pad=20_000) for i in range(150)]  # about 3 MB
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
-    entries = [entry(r) for r in rows]
+    entries = [entry_of(r) for r in rows]
     cut, current, size = [], [], 0
     for e in entries:
         if current and (size + len(e.row) > transport.max_batch_bytes
@@ -160,7 +148,7 @@ def test_batches_fit_the_request_limit_and_keep_order(receiver, entra, pki):
         too_many = entries[:60]  # 1.2 MB: refused unsent, for the sink to split
         answer = transport.send(too_many)
         assert isinstance(answer, Refused) and "limit" in answer.reason
-        assert "limit" in transport.unsendable(entry(row(1, pad=REQUEST_LIMIT)))
+        assert "limit" in transport.unsendable(entry_of(row(1, pad=REQUEST_LIMIT)))
         assert transport.unsendable(entries[0]) is None
     finally:
         transport.close()
@@ -173,17 +161,17 @@ def test_busy_is_retry_after_what_the_receiver_asks(receiver, entra, pki, status
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
     try:
         receiver.fail_next(1, status, retry_after="11")
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert answer == Retry(answer.reason, 11.0) and f"HTTP {status}" in answer.reason
         when = email.utils.formatdate(time.time() + 120, usegmt=True)
         receiver.fail_next(1, status, retry_after=when)
-        answer = transport.send([entry(row(2))])
+        answer = transport.send([entry_of(row(2))])
         assert isinstance(answer, Retry) and 110 < answer.after <= 121
         assert len(receiver.requests) == 2  # the client retried nothing itself
         receiver.fail_next(1, 500)
-        answer = transport.send([entry(row(3))])
+        answer = transport.send([entry_of(row(3))])
         assert isinstance(answer, Retry) and answer.after is None and "500" in answer.reason
-        assert transport.send([entry(row(4))]) == Accepted()
+        assert transport.send([entry_of(row(4))]) == Accepted()
     finally:
         transport.close()
     assert [r["ReportId"] for r in receiver.rows] == [4]
@@ -194,7 +182,7 @@ def test_refusals_name_the_status_and_never_the_secret(receiver, entra, pki, sta
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
     try:
         receiver.fail_next(1, status, body=f'{{"error":"echo {SECRET}"}}'.encode())
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert isinstance(answer, Refused) and f"HTTP {status}" in answer.reason
         assert SECRET not in answer.reason and "***" in answer.reason
         for text in (repr(transport.settings), transport.name):
@@ -210,7 +198,7 @@ def test_the_receiver_refuses_a_marked_row_and_an_inflated_body_over_its_limit(
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
     try:
         receiver.refuse_marker("poison")
-        answer = transport.send([entry(row(1)), entry(row(2, "poison.exe"))])
+        answer = transport.send([entry_of(row(1)), entry_of(row(2, "poison.exe"))])
         assert isinstance(answer, Refused) and "HTTP 400" in answer.reason
     finally:
         transport.close()
@@ -218,7 +206,7 @@ def test_the_receiver_refuses_a_marked_row_and_an_inflated_body_over_its_limit(
         transport = LogsIngestionTransport(settings(small, entra, pki))
         try:
             # 20 KB of one letter gzips to far under the limit: the inflated size is refused.
-            answer = transport.send([entry(row(1, pad=20_000))])
+            answer = transport.send([entry_of(row(1, pad=20_000))])
             assert isinstance(answer, Refused) and "HTTP 413" in answer.reason
             assert small.requests[0].length < 10_000
         finally:
@@ -230,7 +218,7 @@ def test_a_wrong_secret_is_retry_naming_entras_error(receiver, entra, pki):
     transport = LogsIngestionTransport(settings(receiver, entra, pki, client_secret="wrong-"
                                                 + SECRET))  # fmt: skip
     try:
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert isinstance(answer, Retry) and "AADSTS7000215" in answer.reason
         assert SECRET not in answer.reason and "check tenant_id" in answer.reason
     finally:
@@ -241,7 +229,7 @@ def test_a_wrong_secret_is_retry_naming_entras_error(receiver, entra, pki):
 def test_untrusted_certificates_are_retry_naming_verification(receiver, entra, pki, tmp_path):
     transport = LogsIngestionTransport(settings(receiver, entra, pki, ca_file=pki.other_ca))
     try:  # the token endpoint's certificate
-        answer = transport.send([entry(row(1))])
+        answer = transport.send([entry_of(row(1))])
         assert isinstance(answer, Retry) and "certificate verification" in answer.reason
     finally:
         transport.close()
@@ -249,7 +237,7 @@ def test_untrusted_certificates_are_retry_naming_verification(receiver, entra, p
     with LogsIngestionReceiver(stranger, entra, RULE, STREAM) as elsewhere:
         transport = LogsIngestionTransport(settings(elsewhere, entra, pki))
         try:  # the ingestion endpoint's certificate, the token being had
-            answer = transport.send([entry(row(1))])
+            answer = transport.send([entry_of(row(1))])
             assert isinstance(answer, Retry) and "certificate verification" in answer.reason
         finally:
             transport.close()
@@ -260,12 +248,12 @@ def test_a_receiver_that_goes_down_costs_a_retry_and_no_row(pki, entra):
     receiver = LogsIngestionReceiver(pki, entra, RULE, STREAM).start()
     transport = LogsIngestionTransport(settings(receiver, entra, pki))
     try:
-        assert transport.send([entry(row(1))]) == Accepted()
+        assert transport.send([entry_of(row(1))]) == Accepted()
         receiver.stop()
-        answer = transport.send([entry(row(2))])
+        answer = transport.send([entry_of(row(2))])
         assert isinstance(answer, Retry) and "cannot reach" in answer.reason
         receiver.start()
-        assert transport.send([entry(row(2))]) == Accepted()
+        assert transport.send([entry_of(row(2))]) == Accepted()
     finally:
         transport.close()
         receiver.stop()

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
+from rmmscan.sinks.forward import entry_of
 from rmmscan.sinks.jsonl import dumps
-from rmmscan.sinks.transport import Accepted, Entry, Retry, TransportError
+from rmmscan.sinks.transport import Accepted, Retry, TransportError
 from rmmscan.sinks.transports.syslog import (
     FACILITIES,
     MSGID,
@@ -26,18 +27,10 @@ from rmmscan.sinks.transports.syslog import (
     SyslogTransport,
 )
 from tests.receivers.pki import Pki, make_pki
+from tests.receivers.rows import AWKWARD
 from tests.receivers.rsyslog import Rsyslog
 
 LONG_PATH = "C:\\" + "\\".join(["deep"] * 6000) + "\\x.exe"  # 30,009 characters
-AWKWARD_NAMES = [
-    "plain.exe",
-    "new\nline.exe",
-    "tab\there.dll",
-    "ctl\x00\x01\x1b[31m\x7f\x85.exe",
-    "Ünïcødé 名前 🚀 ﷽.exe",
-    "undecodable\udcff\udc80.exe",  # bytes 0xFF 0x80 of a non-UTF-8 name, surrogate-escaped
-    'quote"back\\slash{}.exe',
-]
 
 
 def make_row(i: int, name: str, folder: str = "C:\\Program Files\\DWAgent\\") -> dict:
@@ -62,14 +55,8 @@ def make_row(i: int, name: str, folder: str = "C:\\Program Files\\DWAgent\\") ->
     }
 
 
-def entry_of(row: dict) -> Entry:
-    """The outbox's form of a row (transport.py: Entry): its JSON Lines text, ASCII only."""
-    when = dt.datetime.fromisoformat(row["Timestamp"]).timestamp()
-    return Entry(dumps(row).encode("ascii"), when, row["DeviceName"], bool(row["RuleId"]))
-
-
 def awkward_rows(long_path: bool) -> list[dict]:
-    rows = [make_row(i, name) for i, name in enumerate(AWKWARD_NAMES)]
+    rows = [make_row(i, name) for i, name in enumerate(AWKWARD)]
     if long_path:
         rows.append(make_row(len(rows), "x.exe", folder=LONG_PATH))
     return rows
