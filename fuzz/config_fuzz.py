@@ -18,7 +18,6 @@ config-slow-*.bin; libFuzzer's -timeout catches a hang (config-timeout-*).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -50,7 +49,7 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="rmmscan-config-fuzz-"))
 for _name, _mode in (("fuzz.secret", 0o600), ("open.secret", 0o644)):
     (WORKDIR / _name).write_text(contract.SECRET + "\n")
     (WORKDIR / _name).chmod(_mode)
-from findings import Findings  # noqa: E402  (fuzz/findings.py)
+from findings import Findings, replay, write_seeds  # noqa: E402  (fuzz/findings.py)
 
 FINDINGS = Findings('config-', ("rmmscan", "tomllib", "test_config_fuzz"))
 
@@ -140,21 +139,11 @@ def custom_mutator(data: bytes, max_size: int, rng_seed: int) -> bytes:
 
 def main() -> None:
     if sys.argv[1:2] == ["--seed"]:
-        target = Path(sys.argv[2])
-        target.mkdir(parents=True, exist_ok=True)
-        for blob in seeds():
-            (target / hashlib.sha1(blob).hexdigest()).write_bytes(blob)
+        write_seeds(Path(sys.argv[2]), seeds())
         return
     os.environ[contract.SECRET_ENV] = contract.SECRET
     if sys.argv[1:2] == ["--replay"]:
-        count = 0
-        for arg in sys.argv[2:]:
-            paths = sorted(Path(arg).iterdir()) if Path(arg).is_dir() else [Path(arg)]
-            for p in paths:
-                if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
-                    test_one_input(p.read_bytes())
-                    count += 1
-        print(f"replayed {count} inputs, {len(FINDINGS.seen)} distinct findings", file=sys.stderr)
+        replay(sys.argv[2:], test_one_input, FINDINGS)
         return
     atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

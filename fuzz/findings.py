@@ -1,6 +1,6 @@
-"""What both campaigns (inspect_fuzz.py, config_fuzz.py) do with a finding: name it by its
-exception and innermost frames, keep the smallest input seen for each name in fuzz/crashes/
-with its traceback beside it, and say so once."""
+"""What both campaigns (inspect_fuzz.py, config_fuzz.py) share: a finding named by its
+exception and innermost frames, the smallest input seen for each name kept in fuzz/crashes/
+with its traceback beside it and said once; and their `--seed DIR` and `--replay PATH...`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 CRASHES = Path(os.environ.get("FUZZ_CRASHES", Path(__file__).resolve().parent / "crashes"))
@@ -39,3 +40,22 @@ class Findings:
             target.write_bytes(data)  # the smallest input seen for this signature
             (CRASHES / f"{stem}.txt").write_text(f"{key}\n\n{text}", "utf-8")
         print(f"\n== {self.prefix}{kind}: {key} -> {target.name}", file=sys.stderr, flush=True)
+
+
+def write_seeds(target: Path, blobs: Iterable[bytes]) -> None:
+    """`--seed DIR`: each seed under the SHA-1 of its bytes."""
+    target.mkdir(parents=True, exist_ok=True)
+    for blob in blobs:
+        (target / hashlib.sha1(blob).hexdigest()).write_bytes(blob)
+
+
+def replay(args: list[str], test_one_input: Callable[[bytes], None], findings: Findings) -> None:
+    """`--replay PATH...`: every input file (a folder's files) once, without atheris."""
+    count = 0
+    for arg in args:
+        paths = sorted(Path(arg).iterdir()) if Path(arg).is_dir() else [Path(arg)]
+        for p in paths:
+            if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
+                test_one_input(p.read_bytes())
+                count += 1
+    print(f"replayed {count} inputs, {len(findings.seen)} distinct findings", file=sys.stderr)

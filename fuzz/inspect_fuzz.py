@@ -48,7 +48,7 @@ import mutate  # noqa: E402  (tests/mutate.py)
 
 # System roots stay out: loading them costs seconds and adds nothing to the parsing paths.
 INSPECTOR = Inspector([TEST_ROOT], system_roots=False)
-from findings import CRASHES, Findings  # noqa: E402  (fuzz/findings.py)
+from findings import CRASHES, Findings, replay, write_seeds  # noqa: E402  (fuzz/findings.py)
 
 FINDINGS = Findings('', ("rmmscan", "asn1crypto", "signify"))
 
@@ -171,20 +171,10 @@ def custom_mutator(data: bytes, max_size: int, rng_seed: int) -> bytes:
 
 def main() -> None:
     if sys.argv[1:2] == ["--seed"]:
-        target = Path(sys.argv[2])
-        target.mkdir(parents=True, exist_ok=True)
-        for blob in seeds():
-            (target / hashlib.sha1(blob).hexdigest()).write_bytes(blob)
+        write_seeds(Path(sys.argv[2]), seeds())
         return
     if sys.argv[1:2] == ["--replay"]:
-        count = 0
-        for arg in sys.argv[2:]:
-            paths = sorted(Path(arg).iterdir()) if Path(arg).is_dir() else [Path(arg)]
-            for p in paths:
-                if p.is_file() and p.suffix not in (".txt", ".md", ".log"):
-                    test_one_input(p.read_bytes())
-                    count += 1
-        print(f"replayed {count} inputs, {len(FINDINGS.seen)} distinct findings", file=sys.stderr)
+        replay(sys.argv[2:], test_one_input, FINDINGS)
         return
     _donors()
     atheris.Setup(sys.argv, test_one_input, custom_mutator=custom_mutator)

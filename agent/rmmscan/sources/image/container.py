@@ -104,6 +104,22 @@ class Container:
         return hit
 
 
+class LibyalImage(Container):
+    """A container read through a libyal handle (pyewf, pyvmdk, pyvhdi), opened by the subclass
+    and closed with the image."""
+
+    def __init__(self, path: str, handle):
+        self.handle = handle
+        super().__init__(path, handle.get_media_size())
+
+    def _read(self, offset: int, size: int) -> bytes:
+        return self.handle.read_buffer_at_offset(size, offset)
+
+    def close(self) -> None:
+        super().close()
+        self.handle.close()
+
+
 class RawFile(Container):
     """A raw (dd) image: the file's bytes are the disk's."""
 

@@ -7,7 +7,7 @@ fail: the failure names the layer, the image and the offset.
 
 from __future__ import annotations
 
-from ..container import Container, ContainerError
+from ..container import ContainerError, LibyalImage
 
 _E01 = b"EVF\x09\x0d\x0a\xff\x00"
 _EX01 = b"EVF2\x0d\x0a\x81\x00"
@@ -18,7 +18,7 @@ def _matches(head: bytes, _tail: bytes) -> bool:
     return head.startswith((_E01, _EX01, *_L01))
 
 
-class EwfImage(Container):
+class EwfImage(LibyalImage):
     format = "ewf"
 
     def __init__(self, path: str):
@@ -34,11 +34,8 @@ class EwfImage(Container):
             names = [path]
         handle = pyewf.handle()
         handle.open(names, "r")
-        self.handle, self.segments = handle, len(names)
-        super().__init__(path, handle.get_media_size())
-
-    def _read(self, offset: int, size: int) -> bytes:
-        return self.handle.read_buffer_at_offset(size, offset)
+        self.segments = len(names)
+        super().__init__(path, handle)
 
     def identity(self) -> bytes:
         out = []
@@ -49,10 +46,6 @@ class EwfImage(Container):
                 value = None
             out.append(f"{name}={value or ''}")
         return ";".join(out).encode()
-
-    def close(self) -> None:
-        super().close()
-        self.handle.close()
 
 
 DETECTOR = ("ewf", _matches, EwfImage)

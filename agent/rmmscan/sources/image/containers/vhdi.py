@@ -3,7 +3,7 @@ differencing disk (one with a parent) is refused with its parent named."""
 
 from __future__ import annotations
 
-from ..container import Container, ContainerError
+from ..container import ContainerError, LibyalImage
 
 _DIFFERENCING = 4  # libvhdi's disk type
 
@@ -12,7 +12,7 @@ def _matches(head: bytes, tail: bytes) -> bool:
     return head.startswith((b"vhdxfile", b"conectix")) or tail[-512:].startswith(b"conectix")
 
 
-class VhdImage(Container):
+class VhdImage(LibyalImage):
     format = "vhd"
 
     def __init__(self, path: str):
@@ -28,21 +28,13 @@ class VhdImage(Container):
             raise ContainerError(
                 f"{self.format}: a differencing disk (its parent is {parent!r}): not supported"
             )
-        self.handle = handle
-        super().__init__(path, handle.get_media_size())
-
-    def _read(self, offset: int, size: int) -> bytes:
-        return self.handle.read_buffer_at_offset(size, offset)
+        super().__init__(path, handle)
 
     def identity(self) -> bytes:
         try:
             return self.format.encode() + b"-id=" + (self.handle.get_identifier() or "").encode()
         except (OSError, RuntimeError):
             return b""
-
-    def close(self) -> None:
-        super().close()
-        self.handle.close()
 
 
 DETECTOR = ("vhd", _matches, VhdImage)

@@ -4,7 +4,7 @@ beside it, as the descriptor names them), or a monolithic sparse file. A differe
 
 from __future__ import annotations
 
-from ..container import Container, ContainerError
+from ..container import ContainerError, LibyalImage
 
 _SPARSE = (b"KDMV", b"COWD")
 _DESCRIPTOR = b"# Disk DescriptorFile"
@@ -14,7 +14,7 @@ def _matches(head: bytes, _tail: bytes) -> bool:
     return head.startswith(_SPARSE) or head.lstrip(b"\xef\xbb\xbf").startswith(_DESCRIPTOR)
 
 
-class VmdkImage(Container):
+class VmdkImage(LibyalImage):
     format = "vmdk"
 
     def __init__(self, path: str):
@@ -36,21 +36,13 @@ class VmdkImage(Container):
         except (OSError, RuntimeError) as exc:
             handle.close()
             raise ContainerError(f"vmdk: cannot open the extent files: {exc}") from None
-        self.handle = handle
-        super().__init__(path, handle.get_media_size())
-
-    def _read(self, offset: int, size: int) -> bytes:
-        return self.handle.read_buffer_at_offset(size, offset)
+        super().__init__(path, handle)
 
     def identity(self) -> bytes:
         try:
             return b"vmdk-cid=%d" % (self.handle.get_content_identifier() or 0)
         except (OSError, RuntimeError):
             return b""
-
-    def close(self) -> None:
-        super().close()
-        self.handle.close()
 
 
 DETECTOR = ("vmdk", _matches, VmdkImage)
