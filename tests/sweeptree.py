@@ -498,3 +498,14 @@ def opened_paths(log_text: str) -> list[bytes]:
             name = _bytes(m.group("dir")).rstrip(b"/") + b"/" + name
         out.append(name)
     return out
+
+
+def make_corpus(out: Path, files: int, seed: int) -> Path:
+    """The benchmark's corpus generator (benchmarks/make_corpus.py): `files` files under
+    out/C, PE and signed ones among them, DWSNET-signed ones included; its C folder."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "make_corpus.py"), "--out", str(out),
+         "--files", str(files), "--seed", str(seed)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out / "C"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sweeptree import make_corpus
 
 from tests.receivers.rsyslog import Rsyslog
 
@@ -25,13 +26,7 @@ ROUNDS = 12
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("crash") / "corpus"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "make_corpus.py"), "--out", str(out),
-         "--files", "4000", "--seed", "11"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "C"
+    return make_corpus(tmp_path_factory.mktemp("crash") / "corpus", 4000, seed=11)
 
 
 def _command(corpus: Path, config: Path, flush: str) -> list[str]:

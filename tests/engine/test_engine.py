@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sweeptree import make_corpus
 
 from rmmscan.cli.status import EXIT_ERROR, EXIT_FOUND, EXIT_OK, scan_status
 from rmmscan.engine.engine import Batch, Engine, OptionsError
@@ -191,13 +192,7 @@ def test_observers_hear_of_every_problem_and_detection():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus") / "corpus"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "make_corpus.py"), "--out", str(out),
-         "--files", "20000", "--seed", "3"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "C"
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "corpus", 20000, seed=3)
 
 
 def _sweep_rows(corpus: Path, state_dir: Path, *extra) -> list[dict]:
