@@ -223,7 +223,9 @@ class Engine:
         try:
             facts = FileFacts(
                 file_columns(
-                    FileRef(path, candidate.source, candidate.origin), self.device, listing.size
+                    FileRef(path, candidate.source, candidate.origin, candidate.process),
+                    self.device,
+                    listing.size,
                 ),
                 opener,
                 self.inspector,

@@ -12,8 +12,9 @@ import posixpath
 from dataclasses import dataclass
 
 from ..inspect import FileHashes, Inspection, SignatureInfo, Status, Verdict
+from ..sources.candidate import ProcessRef
 from ..sources.device import Device
-from ..text import brief, path_columns, plain_detail
+from ..text import brief, path_columns, plain_detail, printable
 from .columns import GROUP, NAMES, SIGNATURE
 
 SIGNATURE_COLUMNS = tuple(n for n in NAMES if GROUP[n] == SIGNATURE)
@@ -35,6 +36,7 @@ class FileRef:
     path: str | bytes
     source: str  # ScanSource
     origin: tuple[str, int, str | None] | None = None  # an image's (Evidence, Partition, Snapshot)
+    process: ProcessRef | None = None
 
 
 def file_name(folder_path: str) -> str:
@@ -58,6 +60,21 @@ def file_columns(ref: FileRef, device: Device, size: int) -> dict:
         "Evidence": origin[0] if (origin := ref.origin) else None,
         "Partition": origin[1] if origin else None,
         "Snapshot": origin[2] if origin else None,
+        **(process_columns(ref.process) if ref.process else _NO_PROCESS),
+    }
+
+
+MAX_COMMAND_LINE = 8192
+_NO_PROCESS = {"ProcessId": None, "ProcessName": None, "ProcessCommandLine": None}
+
+
+def process_columns(process: ProcessRef) -> dict:
+    """The process's columns: its name and command line are the process's own choice, made
+    printable like a file name, and the command line bounded."""
+    return {
+        "ProcessId": process.pid,
+        "ProcessName": printable(process.name),
+        "ProcessCommandLine": printable(brief(process.command_line, MAX_COMMAND_LINE)),
     }
 
 

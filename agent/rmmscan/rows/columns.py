@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What it costs to know a column, cheapest first: rules evaluate cheap predicates first, and
 # a file is read further only when a predicate or the emission policy reaches a costlier one.
@@ -104,13 +104,23 @@ COLUMNS: tuple[Column, ...] = (
        "OriginalFilename of the version resource", nullable=N),
     _c("VersionInfoFileDescription", "string", VERSION,
        "FileDescription of the version resource", nullable=N),
-    _c("ScanSource", "string", FILE, "inspect, sweep, watch, process or image"),
+    _c("ScanSource", "string", FILE, "inspect, sweep, watch, process, image, or heartbeat (an "
+       "agent's health row: only Timestamp, DeviceId, DeviceName, ReportId, ScanSource and "
+       "AgentStatus are set)"),
     _c("Evidence", "string", FILE, "The image file a row of `rmmscan image` was read from, as "
        "named on the command line; null for a live file", nullable=N),
     _c("Partition", "int", FILE, "The image's partition: 1, 2, ... in table order, 0 for a "
        "bare volume; null for a live file", nullable=N),
     _c("Snapshot", "string", FILE, "The volume snapshot a file was read from; null for the "
        "live volume (and for every row today: snapshots are not read yet)", nullable=N),
+    # Named as Defender's DeviceProcessEvents columns.
+    _c("ProcessId", "long", FILE, "The running process that has the file mapped (ScanSource "
+       "process); null otherwise", nullable=N),
+    _c("ProcessName", "string", FILE, "That process's name, as the OS reports it", nullable=N),
+    _c("ProcessCommandLine", "string", FILE, "That process's command line, its arguments "
+       "joined by spaces, at most 8,192 characters", nullable=N),
+    _c("AgentStatus", "string", EMIT, "A heartbeat's JSON object: version, rule-pack hash, "
+       "files judged, detections, errors, outbox depth per sink, watches held", nullable=N),
     _c("RuleId", "string", EMIT, "Id of the rule that matched (detections only)", nullable=N),
     _c("RuleName", "string", EMIT, "Name of the rule that matched (detections only)", nullable=N),
 )  # fmt: skip

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..rows.heartbeat import is_heartbeat
 from .outbox import Depth, Outbox
 from .select import wanted
 from .transport import Accepted, Entry, Refused, Retry, Transport
@@ -47,7 +48,9 @@ def entry_of(row: dict) -> Entry:
     except (TypeError, ValueError):
         when = time.time()
     body = json.dumps(row, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    return Entry(body, when, str(row.get("DeviceName") or ""), bool(row.get("RuleId")))
+    # A heartbeat goes with the detections, ahead of inventory (rows/heartbeat.py).
+    urgent = bool(row.get("RuleId")) or is_heartbeat(row)
+    return Entry(body, when, str(row.get("DeviceName") or ""), urgent)
 
 
 @dataclass(slots=True)

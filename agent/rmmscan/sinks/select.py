@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..inspect.model import Anomaly
+from ..rows.heartbeat import is_heartbeat
 from ..rules.judge import EMIT_ALL, EMIT_CHOICES, EMIT_DETECTIONS, EMIT_SIGNED
 from .sink import Sink
 
@@ -19,7 +20,7 @@ def widest(policies: Iterable[str]) -> str:
 
 
 def wanted(row: dict, emit: str) -> bool:
-    if row.get("RuleId") or emit == EMIT_ALL:
+    if row.get("RuleId") or emit == EMIT_ALL or is_heartbeat(row):
         return True
     if emit == EMIT_SIGNED and row.get("IsSigned"):
         return True

@@ -30,6 +30,14 @@ class FileChanged(OSError):
     """The file is no longer the one that was listed (replaced, truncated, grown)."""
 
 
+class ProcessRef(NamedTuple):
+    """The running process a file was found mapped in (its row's Process* columns)."""
+
+    pid: int
+    name: str
+    command_line: str
+
+
 class Listing(NamedTuple):  # a tuple: made for every file a sweep opens
     size: int
     key: bytes
@@ -44,6 +52,7 @@ class Candidate:
 
     scope = ""  # of the scan cache
     origin = None  # a file of an image: (evidence, partition, snapshot), its columns
+    process: ProcessRef | None = None  # a file a running process has mapped
     sep = os.sep  # of the paths the source names: an image of Windows has "\\" anywhere
 
     def __init__(self, folder: str, name: str, source: str):
