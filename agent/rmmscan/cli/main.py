@@ -14,7 +14,7 @@ from .status import EXIT_ERROR, EXIT_INTERRUPTED
 
 MAX_JOBS = MAX_SHARES  # the sweep processes' claim table (sources/claims.py) holds this many owners
 
-COMMANDS = ("scan", "image", "inspect", "rules", "state", "config", "outbox")
+COMMANDS = ("scan", "image", "inspect", "rules", "state", "config", "outbox", "agent")
 
 SCAN_EPILOG = """exit status (clamscan's convention): 0 nothing found; 1 detections (even when
 something else failed: a finding is never hidden); 2 an error - a bad option or rule pack, a
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     from .outbox import add_parser as add_outbox
 
     add_outbox(sub)
+    from .agent import add_parser as add_agent
+
+    add_agent(sub)
     return parser
 
 
@@ -319,6 +322,10 @@ def _dispatch(args) -> int:
         return run(args)
     if args.command == "outbox":
         from .outbox import run
+
+        return run(args)
+    if args.command == "agent":
+        from .agent import run
 
         return run(args)
     return EXIT_ERROR

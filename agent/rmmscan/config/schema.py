@@ -55,6 +55,25 @@ class SinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """`[agent]`: how `rmmscan agent` runs. Intervals are seconds; 0 turns a source off."""
+
+    roots: tuple[str, ...] = ()  # none: the machine's fixed disks (agent/roots.py)
+    exclude: tuple[str, ...] = ()  # besides the top level's `exclude`
+    watch: bool = True
+    rescan_interval: float = 6 * 3600.0
+    process_interval: float = 60.0
+    heartbeat_interval: float = 300.0
+    max_cpu_percent: float = 25.0  # of one core, over the whole process
+    nice: int = 10
+    settle: float = 0.5  # a written file is judged once it has been quiet this long
+    watch_queue: int = 100_000  # files waiting to settle; beyond it, their folders are rescanned
+    log: Path | None = None  # None: JSON lines on stderr (the journal under systemd)
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     state_dir: Path | None = None
@@ -66,6 +85,7 @@ class Config:
     exclude: tuple[str, ...] = ()
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT_S
     sinks: tuple[SinkConfig, ...] = field(default=())
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
 
 def read_config(path: Path) -> Config:
@@ -113,6 +133,19 @@ def _positive_number(value) -> float:
     if number is None or not number > 0:
         raise _Bad("must be a number above 0")
     return number
+
+
+def _percent(value) -> float:
+    number = _finite(value)
+    if number is None or not 0 < number <= 100:
+        raise _Bad("must be a number above 0 and at most 100 (percent of one CPU core)")
+    return number
+
+
+def _nice(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise _Bad("must be a whole number from 0 (normal priority) to 19 (lowest)")
+    return value
 
 
 def _megabytes(value) -> float:
@@ -216,7 +249,7 @@ class _Checker:
     def config(self, document: dict) -> Config:
         top = {
             "state_dir", "rules", "allowlist", "trusted_roots", "distrust", "system_roots",
-            "exclude", "flush_timeout", "sinks",
+            "exclude", "flush_timeout", "sinks", "agent",
         }  # fmt: skip
         self.unknown(document, "", top, "the top level takes " + ", ".join(sorted(top)))
         t = self.take
@@ -239,10 +272,36 @@ class _Checker:
                 sink = self.sink(name, table)
                 if sink is not None:
                     found.append(sink)
+        agent = self.agent(document.get("agent", {}))
         if self.problems:
             self.problems.sort(key=lambda p: (p.line or 0, p.key))
             raise ConfigError(self.path, self.problems)
-        return Config(self.path, sinks=tuple(found), **values)
+        return Config(self.path, sinks=tuple(found), agent=agent, **values)
+
+    def agent(self, table) -> AgentConfig:
+        if not isinstance(table, dict):
+            self.problem("agent", "must be a table: [agent] followed by its keys")
+            return AgentConfig()
+        d = AgentConfig()
+        spec = {
+            "roots": (lambda v: tuple(str(p) for p in self.paths(v)), d.roots),
+            "exclude": (self.strings, d.exclude),
+            "watch": (_bool, d.watch),
+            "rescan_interval": (duration, d.rescan_interval),
+            "process_interval": (duration, d.process_interval),
+            "heartbeat_interval": (duration, d.heartbeat_interval),
+            "max_cpu_percent": (_percent, d.max_cpu_percent),
+            "nice": (_nice, d.nice),
+            "settle": (duration, d.settle),
+            "watch_queue": (_positive_int, d.watch_queue),
+            "log": (self.path_of, d.log),
+            "log_max_bytes": (_positive_int, d.log_max_bytes),
+            "log_keep": (_positive_int, d.log_keep),
+        }
+        self.unknown(table, "agent", set(spec), "[agent] takes " + ", ".join(sorted(spec)))
+        values = {key: self.take(table, "agent", key, check, default)
+                  for key, (check, default) in spec.items()}  # fmt: skip
+        return AgentConfig(**values)
 
     def sink(self, name: str, table) -> SinkConfig | None:
         prefix = f"sinks.{name}"

@@ -60,8 +60,12 @@ class Sweep:
         options: WalkOptions | None = None,
         jobs: int | None = 1,
         source: str = "sweep",
+        pace: Callable[[], None] | None = None,
     ):
         self.engine, self.jobs, self.source = engine, jobs, source
+        # Called before each file is looked at, in the worker: an agent's CPU budget sleeps
+        # there (agent/pacing.py), so the walk slows and nothing else waits.
+        self.pace = pace
         self.options = options or WalkOptions()
         self.cache = engine.cache
         self.fingerprint = engine.fingerprint  # of rules, allowlist, emit policy and trust
@@ -81,7 +85,10 @@ class Sweep:
         cache = self.cache
         cached = cache.lookup_dir(path) if cache is not None else None
         stop = self.stop
+        pace = self.pace
         for seen, name in enumerate(files):
+            if pace is not None:
+                pace()
             if stop.is_set():
                 result.files = seen  # the files left were not looked at
                 break
