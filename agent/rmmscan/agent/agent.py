@@ -143,6 +143,7 @@ class Agent:
         return 0
 
     def _loop(self) -> None:
+        self.pacer.reset()
         now = time.monotonic()
         self._next = {"sweep": now, "process": now, "heartbeat": now, "flush": now}
         while not self._stopping():
@@ -346,6 +347,7 @@ class Agent:
         self.rt = new
         self._open_log(config)
         self.pacer.share = config.agent.max_cpu_percent / 100.0
+        self.pacer.reset()
         lower_priority(config.agent.nice, lambda m: self.log.warning("priority", m))
         self._start_sources(new)
         self.health.reloads += 1
@@ -372,6 +374,14 @@ class Agent:
         return max(0.01, min(IDLE_WAIT_S, min(due, default=now + IDLE_WAIT_S) - now))
 
     def _shutdown(self) -> None:
+        if self.rt is not None:
+            # The last heartbeat says the agent stopped on purpose: a SOC tells it from a
+            # crash or a kill, after which heartbeats just end.
+            self.health.phase = "stopped"
+            try:
+                self._heartbeat()
+            except (SinkError, OutboxError) as exc:
+                self.log.error("heartbeat", str(exc))
         rt, self.rt = self.rt, None
         if rt is not None:
             self._close_runtime(rt, deliver_s=SHUTDOWN_DELIVERY_S)

@@ -49,6 +49,7 @@ def status(
         "sweeps": health.sweeps,
         "reloads": health.reloads,
         "files": stats.files,
+        "cached": stats.cached,  # of them, judged from the scan cache without being read
         "pe": stats.pe,
         "detections": stats.detections,
         "errors": sum(stats.problems.get(kind, 0) for kind in NOT_READ),

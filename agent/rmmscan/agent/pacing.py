@@ -36,6 +36,12 @@ class Pacer:
         self._next = 0.0
         self.slept = 0.0  # seconds spent waiting for the budget, for the heartbeat
 
+    def reset(self) -> None:
+        """Start a new window now: what was spent before (loading the rules at start or at a
+        reload) is not made up for by sleeping."""
+        with self._lock:
+            self._t0, self._cpu0 = self.clock(), self.cpu()
+
     def __call__(self) -> None:
         now = self.clock()
         if now < self._next or self.share >= 1.0:
