@@ -97,7 +97,7 @@ url = "http://splunk:8088"
     lines = done.stderr.splitlines()
     expected = [
         (1, "flush_timeout", 'must be seconds, or a number with a unit: "500ms"'),
-        (2, "exlude", "unknown key: the top level takes allowlist, distrust, exclude"),
+        (2, "exlude", "unknown key: the top level takes agent, allowlist, distrust, exclude"),
         (6, "sinks.siem.address", 'must be "host:port"'),
         (7, "sinks.siem.transport", 'must be one of "udp", "tcp", "tls"'),
         (8, "sinks.siem.facilty", "unknown key: a syslog sink takes"),
@@ -222,3 +222,42 @@ def test_durations_take_units():
     for bad in ("5 minutes", "-1s", True, -3):
         with pytest.raises(Exception, match="must be seconds"):
             duration(bad)
+
+
+def test_the_agent_table_is_checked_like_the_rest(tmp_path):
+    path = _write(tmp_path, """[agent]
+roots = ["/srv", "data"]
+rescan_interval = "90m"
+process_interval = 0
+max_cpu_percent = 0
+nice = 20
+settle = "soon"
+watch = "yes"
+log = "agent.log"
+heartbeat = "5m"
+""")
+    done = _check(path)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert any(":5: agent.max_cpu_percent: must be a number above 0 and at most 100" in x
+               for x in lines)  # fmt: skip
+    assert any(":6: agent.nice: must be a whole number from 0" in x for x in lines)
+    assert any(":7: agent.settle: must be seconds, or a number with a unit" in x for x in lines)
+    assert any(":8: agent.watch: must be true or false" in x for x in lines)
+    assert any(":10: agent.heartbeat: unknown key: [agent] takes" in x for x in lines)
+    assert len(lines) == 5, done.stderr
+
+
+def test_the_agent_table_gives_typed_values():
+    from rmmscan.config.schema import _Checker
+    from rmmscan.config.source import KeyLines
+
+    base = Path("/etc/rmmscan/rmmscan.toml")
+    checker = _Checker(base, KeyLines(""))
+    agent = checker.agent({"roots": ["/srv", "data"], "rescan_interval": "90m",
+                           "process_interval": 0, "log": "agent.log"})  # fmt: skip
+    assert not checker.problems
+    assert agent.roots == ("/srv", "/etc/rmmscan/data")
+    assert agent.rescan_interval == 5400 and agent.process_interval == 0
+    assert agent.log == Path("/etc/rmmscan/agent.log")
+    assert agent.max_cpu_percent == 25 and agent.nice == 10 and agent.watch is True
