@@ -18,6 +18,8 @@ def _run(args) -> int:
     images = list(dict.fromkeys(os.path.abspath(p) for p in args.images))
 
     def scan(engine, _config, console, stop) -> None:
-        ImageScan(engine, args.partition, args.deleted).run(images, console.tick, stop)
+        ImageScan(engine, args.partition, args.deleted, args.shadows).run(
+            images, console.tick, stop
+        )
 
     return session(args, "image", scan)

@@ -181,6 +181,13 @@ def _add_image(sub) -> None:
         help="also scan deleted files whose file record is not reused; their rows carry "
         '"deleted_file" in Anomalies',
     )
+    p.add_argument(
+        "--shadows",
+        action="store_true",
+        help="also scan the Volume Shadow Copies of each NTFS volume, oldest first; their rows "
+        'carry the snapshot in Snapshot ("vss1 2013-12-03T06:35:09Z"); a file unchanged from '
+        "the live volume's is not read again",
+    )
     _scan_options(p)
 
 

@@ -8,6 +8,11 @@ judged and delivered one at a time in this thread: The Sleuth Kit's reads hold t
 an image is one file on one disk. A layer that fails (a container that cannot be opened or
 read, a partition past the end, a file system not recognised) is reported with the image,
 the partition and the layer named; the other partitions and images are still scanned.
+
+With ``shadows``, each NTFS volume's Volume Shadow Copies are walked after it, oldest first,
+through the same judge (sources/image/snapshots.py): their rows carry the snapshot in
+Snapshot, their files are cached under the store's GUID, and a file unchanged from the live
+volume's is counted, not read again.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from ..sources.image.container import Container, ContainerError, open_container
 from ..sources.image.evidence import evidence_id
 from ..sources.image.filesystem import HOLLOW, FileSystemWalk, ImageFile
 from ..sources.image.registry import has_system_hive, identity
+from ..sources.image.snapshots import SnapshotError, Unchanged, is_ntfs, open_shadows
 from ..sources.image.volumes import TskImage, Volume, volumes
 from ..text import printable
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
 
 DELETED = "deleted_file"  # the Anomalies entry of a deleted file's rows (--deleted)
+UNCHANGED = "snapshot files unchanged from the live volume (not read again)"
 WINDOWS_ROOT = "C:\\"
 
 
@@ -36,8 +43,15 @@ def other_root(number: int) -> str:
 
 
 class ImageScan:
-    def __init__(self, engine: Engine, partition: int | None = None, deleted: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        partition: int | None = None,
+        deleted: bool = False,
+        shadows: bool = False,
+    ):
         self.engine, self.partition, self.deleted = engine, partition, deleted
+        self.shadows = shadows
         self.stop = threading.Event()
         self.now = dt.datetime.now(dt.UTC)
 
@@ -105,15 +119,56 @@ class ImageScan:
                 if self.stop.is_set():
                     return
                 root = WINDOWS_ROOT if volume is windows else other_root(volume.number)
-                self._volume(image, container, tsk, volume, root)
+                origin = (image, volume.number, None)
+                self._walk(image, container, tsk, volume, root, origin)
+                if self.shadows and is_ntfs(volume) and not self.stop.is_set():
+                    self._shadows(image, container, volume, root)
         finally:
             container.close()
 
-    def _volume(
-        self, image: str, container: Container, tsk: TskImage, volume: Volume, root: str
+    def _shadows(self, image: str, container: Container, volume: Volume, root: str) -> None:
+        """The volume's snapshots, oldest first, each under the live volume's root."""
+        try:
+            shadows = open_shadows(container, volume)
+        except SnapshotError as exc:
+            self._error(image, str(exc))
+            return
+        if shadows is None:
+            return
+        try:
+            for snap in shadows:
+                if self.stop.is_set():
+                    return
+                if snap.volume.error:
+                    self._error(image, snap.volume.error)
+                    continue
+                origin = (image, volume.number, snap.label)
+                self._walk(image, snap.container, snap.tsk, snap.volume, root, origin,
+                           f"vss {snap.identifier} ", shadows.unchanged(snap))  # fmt: skip
+        finally:
+            shadows.close()
+
+    def _walk(
+        self,
+        image: str,
+        container: Container,
+        tsk: TskImage,
+        volume: Volume,
+        root: str,
+        origin: tuple,
+        scope: str = "",
+        unchanged: Unchanged | None = None,
     ) -> None:
+        """One file system, a folder at a time; ``scope`` prefixes the folders the cache keeps
+        (a snapshot's files are not the live volume's), ``unchanged`` drops a snapshot's files
+        that the live volume's rows already stand for."""
         stats = self.engine.stats
         failed = False
+        snapshot = origin[2]
+
+        def named(path: str) -> str:
+            """A snapshot's file is named with its snapshot: the live file has its path."""
+            return path if snapshot is None else f"{path} ({snapshot})"
 
         def problem(path: str, kind: str, message: str) -> None:
             nonlocal failed
@@ -122,10 +177,9 @@ class ImageScan:
                 failed = True  # the layer under the file system: said once, as an error
                 self._error(image, f"{volume.label} ({volume.description}): {failure}; "
                             "files below it could not all be read")  # fmt: skip
-            stats.problem(path, kind, message)
+            stats.problem(named(path), kind, message)
 
         tally = _Tally(stats, problem)
-        origin = (image, volume.number, None)
         hollow = container.hollow if container.can_be_hollow else None
         walk = FileSystemWalk(volume, root, tally, self.deleted, origin, hollow).folders()
         while not self.stop.is_set():
@@ -140,20 +194,27 @@ class ImageScan:
                 break
             if container.hollow_reads != before:
                 problem(folder, "unreadable", f"its folder entries are {HOLLOW}")
-            batch = self._visit(folder, files, container)
+            if unchanged is not None and files:
+                kept = [f for f in files if not unchanged(f)]
+                if len(kept) != len(files):
+                    stats.count(UNCHANGED, len(files) - len(kept))
+                files = kept
+            batch = self._visit(scope + folder, files, container)
+            if snapshot is not None:
+                batch.problems = [(named(p), kind, m) for p, kind, m in batch.problems]
             if tsk.failure and not failed:
                 problem(folder, "unreadable", "its files could not all be read")
             self.engine.deliver(batch)
             self.tick(image)
 
-    def _visit(self, folder: str, files: list[ImageFile], container: Container) -> Batch:
+    def _visit(self, cache_dir: str, files: list[ImageFile], container: Container) -> Batch:
         """One folder's files, judged as the sweep judges them (sweep.Sweep.visit): from the
-        cache when their key is unchanged, else read."""
+        cache (its folder ``cache_dir``) when their key is unchanged, else read."""
         engine = self.engine
         cache = engine.cache
         fingerprint = engine.fingerprint
-        result = Batch(folder, files=len(files))
-        cached = cache.lookup_dir(folder) if cache is not None else None
+        result = Batch(cache_dir, files=len(files))
+        cached = cache.lookup_dir(cache_dir) if cache is not None else None
         for seen, candidate in enumerate(files):
             if self.stop.is_set():
                 result.files = seen
@@ -162,7 +223,7 @@ class ImageScan:
             record = known = None
             if cached:
                 hit = cached.get(name)  # (name, key, judged, flags, rsum, sum)
-                if hit is not None and hit[1] == listing.key and cache.sound(folder, name, hit):
+                if hit is not None and hit[1] == listing.key and cache.sound(cache_dir, name, hit):
                     flags = hit[3]
                     if not flags & FLAG_PE:
                         result.cached += 1
@@ -172,7 +233,7 @@ class ImageScan:
                         result.pe += 1
                         result.signed += bool(flags & FLAG_SIGNED)
                         continue
-                    record = cache.record(folder, name, hit)
+                    record = cache.record(cache_dir, name, hit)
                     if record is not None:
                         result.cached += 1
                         known = listing
