@@ -9,7 +9,7 @@ another process's mapping of that file was offered before; an ended process is f
 
 On Linux the mappings come from /proc/PID/maps, read with a bound, not from psutil's
 memory_maps(): that reads /proc/PID/smaps, for which the kernel walks every mapping's pages to
-count them, holding the process's memory-map lock meanwhile: ten to twenty times the cost of
+count them, holding the process's memory-map lock meanwhile: ten to thirty times the cost of
 maps, and it grows with the memory in use. psutil lists the processes and gives their name,
 command line and start time; the executable's path is read from /proc/PID/exe, because psutil
 drops the kernel's " (deleted)" and, where it may not read the link, guesses the path from
