@@ -86,7 +86,10 @@ class AgentProcess:
         path = self.folder / name
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+        text = path.read_text("utf-8")
+        # Only whole lines: the agent may be in the middle of writing the last one.
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line]
 
     def file_rows(self, **match) -> list[dict]:
         return [r for r in self.rows() if r["ScanSource"] != "heartbeat"

@@ -50,12 +50,16 @@ from .health import Health, status
 from .judging import ProcessJudge, judge_paths
 from .log import AgentLog
 from .pacing import Pacer, lower_priority
+from .repeats import RepeatFilter
 from .roots import local_roots
 
 DEFAULT_CONFIG = Path("/etc/rmmscan/rmmscan.toml")
 DEFAULT_SINK = "detections"  # the rotating JSONL file in the state directory, without a config
 IDLE_WAIT_S = 0.2  # the loop's longest sleep: a signal's flag is seen within it
 CACHE_FLUSH_S = 5.0  # what a sweep judged reaches the cache at least this often (resuming)
+# Folders to rescan wait until no new one came for RESCAN_QUIET_S (at most RESCAN_WAIT_S): in
+# a storm of writes, one rescan of a folder after the storm, not one per overflow.
+RESCAN_QUIET_S, RESCAN_WAIT_S = 1.0, 10.0
 SHUTDOWN_DELIVERY_S = 1.5  # at a stop, the receivers get this long to take what waits
 LOG_PROBLEMS_PER_MINUTE = 60  # files that cannot be read: logged one by one up to this rate
 # Errors that a configuration (or what it names) can hold: a reload reports them and keeps
@@ -84,7 +88,10 @@ class _Runtime:
     watch: object | None = None  # sources.watch.Watch
     processes: object | None = None  # sources.processes.Processes
     process_judge: ProcessJudge | None = None
+    repeats: RepeatFilter | None = None
     rescans: set[str] = field(default_factory=set)  # folders whose events were lost
+    rescans_first: float = 0.0  # when the oldest of them was asked for
+    rescans_last: float = 0.0  # ... and the newest
 
 
 class Agent:
@@ -100,6 +107,7 @@ class Agent:
         self.log_path = log_path
         self.log = AgentLog(stream=stream)
         self._stop = threading.Event()  # set from any thread (stop()), or by the loop
+        self._wake = threading.Event()  # the loop's sleep ends: a stop, or the watch's news
         self._flags = {"stop": False, "reload": False}  # set by signal handlers only
         self._reload_requested = threading.Event()
         self._sweep_stop: threading.Event | None = None
@@ -115,9 +123,11 @@ class Agent:
     # -- control, from any thread ----------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def reload(self) -> None:
         self._reload_requested.set()
+        self._wake.set()
 
     # -- the service --------------------------------------------------------------------------
     def run(self) -> int:
@@ -134,6 +144,7 @@ class Agent:
 
         self._process = psutil.Process()
         self._process.cpu_percent()  # the first reading starts the interval
+        _route_library_logs(self.log)
         previous = self._install_signals()
         try:
             self._loop()
@@ -150,21 +161,29 @@ class Agent:
             if self._reloading():
                 self._reload()
             self._service()
-            rt = self.rt
-            if rt.rescans:
+            rt, now = self.rt, time.monotonic()
+            if rt.rescans and (now - rt.rescans_last >= RESCAN_QUIET_S
+                               or now - rt.rescans_first >= RESCAN_WAIT_S):  # fmt: skip
                 folders = sorted(rt.rescans)
                 rt.rescans.clear()
                 self._sweep(folders, "rescan")
                 continue
-            if time.monotonic() >= self._next["sweep"]:
+            if now >= self._next["sweep"]:
                 self._full_sweep()
                 continue
             self.health.phase = "watching"
-            self._stop.wait(self._idle_wait())
+            self._wake.wait(self._idle_wait())
+            self._wake.clear()
 
     def _full_sweep(self) -> None:
         first = self.health.sweeps == 0
-        finished = self._sweep(self.rt.roots, "first sweep" if first else "rescan")
+        # A periodic rescan reports again what is still there; the first sweep does not
+        # repeat what the watch already reported (repeats.py).
+        self.rt.repeats.repeat = not first
+        try:
+            finished = self._sweep(self.rt.roots, "first sweep" if first else "rescan")
+        finally:
+            self.rt.repeats.repeat = False
         if finished:
             self.health.sweeps += 1
             interval = self.rt.config.agent.rescan_interval
@@ -210,7 +229,12 @@ class Agent:
                 if paths:
                     for batch in judge_paths(rt.engine, paths, "watch", self.pacer):
                         rt.engine.deliver(batch)
-                rt.rescans.update(rt.watch.take_rescans())
+                folders = rt.watch.take_rescans()
+                if folders:
+                    if not rt.rescans:
+                        rt.rescans_first = now
+                    rt.rescans_last = now
+                    rt.rescans.update(folders)
             if rt.processes is not None and now >= self._next["process"]:
                 self._scan_processes()
                 interval = rt.config.agent.process_interval
@@ -245,6 +269,7 @@ class Agent:
                     outbox[sink.name] = -1
         watch = rt.watch
         process = self._process
+        self.health.repeats = rt.repeats.dropped
         row = heartbeat_row(
             rt.engine.device.device_id,
             rt.engine.device.device_name,
@@ -299,7 +324,8 @@ class Agent:
         try:
             for declared in config.sinks:
                 sinks.append(open_sink(declared, state_dir))
-            engine.sinks.extend(sinks)
+            repeats = RepeatFilter(sinks)
+            engine.sinks.append(repeats)
             engine.open_state()
         except BaseException:
             _close_all(sinks, self._warn)
@@ -308,7 +334,8 @@ class Agent:
         a: AgentConfig = config.agent
         roots = list(a.roots) or local_roots()
         excludes = (*config.exclude, *a.exclude)
-        rt = _Runtime(config, engine, sinks, roots, WalkOptions(excludes, one_file_system=True))
+        walk = WalkOptions(excludes, one_file_system=True)
+        rt = _Runtime(config, engine, sinks, roots, walk, repeats=repeats)
         if a.process_interval > 0:
             from ..sources.processes import Processes
 
@@ -328,6 +355,7 @@ class Agent:
                 warn=lambda m: self.log.warning("watch", m),
                 settle=a.settle,
                 max_pending=a.watch_queue,
+                wake=self._wake.set,
             )
             rt.watch.start()
             self.log.info("watching", roots=len(rt.roots), watches=rt.watch.watches,
@@ -367,6 +395,9 @@ class Agent:
     def _idle_wait(self) -> float:
         now = time.monotonic()
         due = [t for key, t in self._next.items() if key != "flush"]
+        if self.rt.rescans:
+            due.append(min(self.rt.rescans_last + RESCAN_QUIET_S,
+                           self.rt.rescans_first + RESCAN_WAIT_S))  # fmt: skip
         if self.rt.watch is not None:
             nxt = self.rt.watch.next_due()
             if nxt is not None:
@@ -481,3 +512,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return "; ".join(p.show(exc.path) for p in exc.problems)
     return str(exc)
+
+
+def _route_library_logs(log: AgentLog) -> None:
+    """watchdog reports some troubles (an inotify queue overflow) through `logging`: into the
+    agent's log with the rest, not as bare text on stderr."""
+    import logging
+
+    class Into(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            log(level, record.name, record.getMessage())
+
+    library = logging.getLogger("watchdog")
+    library.handlers[:] = [Into(logging.WARNING)]
+    library.propagate = False

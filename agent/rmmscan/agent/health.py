@@ -28,6 +28,7 @@ class Health:
     processes: int = 0  # processes seen by the latest process scan
     processes_unreadable: int = 0
     reloads: int = 0
+    repeats: int = 0  # rows not sent again (agent/repeats.py)
 
 
 def status(
@@ -52,6 +53,7 @@ def status(
         "cached": stats.cached,  # of them, judged from the scan cache without being read
         "pe": stats.pe,
         "detections": stats.detections,
+        "repeats": health.repeats,
         "errors": sum(stats.problems.get(kind, 0) for kind in NOT_READ),
         "outbox": outbox,
         "watches": watches,

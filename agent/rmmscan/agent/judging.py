@@ -17,7 +17,9 @@ import os
 from collections.abc import Callable, Iterable
 
 from ..engine.engine import Batch, Engine, NotPE, problem_of
+from ..inspect.model import Anomaly
 from ..rows.build import process_columns
+from ..rows.facts import with_anomaly
 from ..sources.candidate import Candidate
 from ..sources.dirs import open_root
 from ..sources.localfile import LocalFile
@@ -104,12 +106,16 @@ class ProcessJudge:
         known = self._memo.get(memo_key) if self.shared else None
         if known is None:
             outcome = self.engine.judge(candidate, now)
+            mark = _how_read(candidate)
+            if mark is not None:  # read through the process: not cached, marked on its rows
+                for row in outcome.rows:
+                    row["Anomalies"] = with_anomaly(row["Anomalies"], mark)
             batch.signed += outcome.signed
             batch.detections += outcome.detections
             batch.suppressed.extend(outcome.suppressed)
             batch.problems.extend(outcome.problems)
             batch.rows.extend(outcome.rows)
-            if self.shared and not outcome.problems:
+            if self.shared and not outcome.problems and mark is None:
                 self._remember(memo_key, outcome)
             return
         signed, detections, suppressed, rows = known
@@ -128,3 +134,12 @@ class ProcessJudge:
         self._memo[key] = (outcome.signed, outcome.detections, list(outcome.suppressed), rows)
         while len(self._memo) > MEMO_FILES:
             self._memo.popitem(last=False)
+
+
+def _how_read(candidate: Candidate) -> str | None:
+    """The anomaly of a file a process maps that no name on disk leads to."""
+    if getattr(candidate, "memfd", False):
+        return str(Anomaly.MEMORY_FILE)
+    if getattr(candidate, "deleted", False):
+        return str(Anomaly.DELETED_ON_DISK)
+    return None

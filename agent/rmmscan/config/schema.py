@@ -66,7 +66,7 @@ class AgentConfig:
     heartbeat_interval: float = 300.0
     max_cpu_percent: float = 25.0  # of one core, over the whole process
     nice: int = 10
-    settle: float = 0.5  # a written file is judged once it has been quiet this long
+    settle: float = 0.25  # a written file is judged once it has been quiet this long
     watch_queue: int = 100_000  # files waiting to settle; beyond it, their folders are rescanned
     log: Path | None = None  # None: JSON lines on stderr (the journal under systemd)
     log_max_bytes: int = 10 << 20

@@ -23,7 +23,8 @@ class Status(StrEnum):
 
 
 class Anomaly(StrEnum):
-    """Structural facts about the certificate table; tools disagree on these files."""
+    """Structural facts about the certificate table (tools disagree on these files), and how
+    the file was read when that matters to a hunter."""
 
     DATA_AFTER_TABLE = "data_after_certificate_table"
     SLACK_IN_ENTRY = "slack_in_certificate_entry"
@@ -43,6 +44,8 @@ class Anomaly(StrEnum):
     LIMIT_REACHED = "inspection_limit_reached"  # a cap on signatures, depth or items
     CHANGED_DURING_READ = "changed_during_read"  # the file changed while it was read
     INTERNAL_ERROR = "internal_error"  # an unexpected exception; see Inspection.errors
+    DELETED_ON_DISK = "deleted_on_disk"  # a running process maps it; its name leads nowhere
+    MEMORY_FILE = "memory_file"  # a process's memfd: a file that never was on a disk
 
 
 @dataclass(frozen=True, slots=True)
