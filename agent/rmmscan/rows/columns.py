@@ -111,8 +111,9 @@ COLUMNS: tuple[Column, ...] = (
        "named on the command line; null for a live file", nullable=N),
     _c("Partition", "int", FILE, "The image's partition: 1, 2, ... in table order, 0 for a "
        "bare volume; null for a live file", nullable=N),
-    _c("Snapshot", "string", FILE, "The volume snapshot a file was read from; null for the "
-       "live volume (and for every row today: snapshots are not read yet)", nullable=N),
+    _c("Snapshot", "string", FILE, "The volume snapshot a file was read from (`image "
+       "--shadows`): the store and its creation time, \"vss1 2013-12-03T06:35:09Z\"; null for "
+       "the live volume", nullable=N),
     # Named as Defender's DeviceProcessEvents columns.
     _c("ProcessId", "long", FILE, "The running process that has the file mapped (ScanSource "
        "process); null otherwise", nullable=N),
