@@ -2,11 +2,11 @@
 detection of its format by content (never by the file's name).
 
 Every format is opened read-only by its own library; what the file system layer sees is one
-``Container`` whatever the format, read through a block cache (the libyal readers decompress
-or look up a chunk on every call: the cache made an E01 walk five times faster). A container
-that reads zeros for data it cannot give (QCOW2's compressed clusters) counts the reads that
-touched such data in ``hollow_reads``, so that a file read from them is reported unreadable,
-never clean.
+``Container`` whatever the format, read through a block cache of the format's own unit (the
+libyal readers decompress or look up a chunk on every call; an E01 is read a chunk at a time,
+so that a file's first bytes cost one chunk). A container that reads zeros for data it cannot
+give (QCOW2's compressed clusters) counts the reads that touched such data in
+``hollow_reads``, so that a file read from them is reported unreadable, never clean.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 import stat
 from collections.abc import Callable
 
-BLOCK = 64 * 1024  # the cache's block: one E01 chunk is 32 KiB, a QCOW2 cluster 64 KiB
-CACHE_BLOCKS = 256  # 16 MiB per open image
+BLOCK = 64 * 1024  # the cache's block, unless the format decodes a unit of its own
+CACHE_BYTES = 16 * 1024 * 1024  # per open image
 SNIFF = 4096
 
 
@@ -29,6 +29,9 @@ class Container:
     """A disk image's bytes. Subclasses open one format and implement ``_read``."""
 
     format = "raw"
+    # The cache's block: a format that decodes a unit at a time (an E01 chunk) reads that
+    # unit, so that a small read (a file's first bytes) decodes one unit, not two.
+    block = BLOCK
 
     def __init__(self, path: str, size: int):
         self.path, self.size = path, size
@@ -64,12 +67,13 @@ class Container:
         size = min(size, self.size - offset)
         parts = []
         end = offset + size
-        block = offset // BLOCK
-        while block * BLOCK < end:
+        unit = self.block
+        block = offset // unit
+        while block * unit < end:
             data, hollow = self._block(block)
             if hollow:
                 self.hollow_reads += 1
-            start = block * BLOCK
+            start = block * unit
             parts.append(data[max(offset - start, 0) : end - start])
             block += 1
         return b"".join(parts)
@@ -80,8 +84,9 @@ class Container:
         if hit is not None:
             blocks.move_to_end(block)
             return hit
-        start = block * BLOCK
-        want = min(BLOCK, self.size - start)
+        unit = self.block
+        start = block * unit
+        want = min(unit, self.size - start)
         try:
             data = self._read(start, want)
         except ContainerError:
@@ -99,7 +104,7 @@ class Container:
             )
         hit = (data, self._hollow(start, want))
         blocks[block] = hit
-        if len(blocks) > CACHE_BLOCKS:
+        if len(blocks) * unit > CACHE_BYTES:
             blocks.popitem(last=False)
         return hit
 

@@ -36,6 +36,9 @@ class EwfImage(LibyalImage):
         handle.open(names, "r")
         self.segments = len(names)
         super().__init__(path, handle)
+        chunk = handle.get_chunk_size()
+        if 512 <= chunk <= 1024 * 1024 and chunk & (chunk - 1) == 0:
+            self.block = chunk  # libewf inflates a whole chunk for any read inside it
 
     def identity(self) -> bytes:
         out = []
