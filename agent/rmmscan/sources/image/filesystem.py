@@ -110,6 +110,23 @@ class ImageFile(Candidate):
         raw = ImageStream(self.entry, self.attr_type, self.attr_id, self.listing.size)
         return io.BufferedReader(raw, 64 * 1024), self.listing
 
+    def sniff(self) -> tuple[Listing, BinaryIO | None]:
+        # Two bytes, as the sweep reads them (localfile.LocalFile.sniff), and no stream
+        # unless they are "MZ": most files of an image are not PE files. A file shorter
+        # than two bytes cannot start with "MZ" and is not read.
+        listing = self.listing
+        if listing.size < 2:
+            return listing, None
+        try:
+            head = self.entry.read_random(0, 2, self.attr_type, self.attr_id)
+        except (OSError, RuntimeError) as exc:
+            raise OSError(5, f"cannot read 2 bytes at offset 0: {exc}") from None
+        if len(head) != 2:
+            raise OSError(5, f"{len(head):,} bytes where 2 were stored at 0")
+        if head != b"MZ":
+            return listing, None
+        return listing, self.open()[0]
+
     def reopen(self, listing: Listing) -> BinaryIO:
         if listing.key != self.listing.key:
             raise FileChanged("not the file the cache knew")
