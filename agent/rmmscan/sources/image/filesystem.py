@@ -144,22 +144,30 @@ def _same_record(meta, name_seq: int) -> bool:
     return seq == freed and bool(int(meta.flags) & _META_UNALLOC)
 
 
-def _time_ns(seconds: int, nanos: int) -> int:
-    return int(seconds) * 1_000_000_000 + int(nanos)
+def _stamp(meta) -> tuple[int, int, int, int]:
+    """(sequence, record number, mtime, the record's change time) of a file record: read once
+    per entry, for each of its streams' keys."""
+    return (
+        int(meta.seq),
+        int(meta.addr),
+        int(meta.mtime) * 1_000_000_000 + int(meta.mtime_nano),
+        int(meta.ctime) * 1_000_000_000 + int(meta.ctime_nano),
+    )
 
 
-def _listing(volume: Volume, meta, attr_id: int, size: int, deleted: bool) -> Listing:
+def _listing(
+    volume: Volume, stamp: tuple[int, int, int, int], attr_id: int, size: int, deleted: bool
+) -> Listing:
     """The key: partition, sequence, stream and deletion packed in one field, then the record
     number, size, mtime and the record's change time (which no user can set)."""
-    mtime = _time_ns(meta.mtime, meta.mtime_nano)
-    ctime = _time_ns(meta.ctime, meta.ctime_nano)
+    seq, addr, mtime, ctime = stamp
     packed = (
         (volume.number & 0xFFFF) << 48
-        | (int(meta.seq) & 0xFFFF) << 32
+        | (seq & 0xFFFF) << 32
         | (attr_id & 0xFFFF) << 16
         | int(deleted)
     )
-    return Listing(size, _KEY.pack(packed, int(meta.addr), size, mtime, ctime), mtime, ctime)
+    return Listing(size, _KEY.pack(packed, addr, size, mtime, ctime), mtime, ctime)
 
 
 class FileSystemWalk:
@@ -213,30 +221,33 @@ class FileSystemWalk:
             yield path, files
 
     def _entry(self, entry, folder: str, depth: int, files: list[ImageFile]):
+        # Every entry of the volume passes here: each pytsk3 property read makes an object,
+        # so each is read once.
         info = entry.info
-        raw = info.name.name
-        if raw in (b".", b".."):
+        named = info.name
+        raw = named.name
+        if raw == b"." or raw == b"..":
             return None
         name = raw.decode("utf-8", "replace")
         meta = info.meta
-        path = join(folder, name, "\\")
-        deleted = bool(int(info.name.flags) & _NAME_UNALLOC)
+        deleted = bool(int(named.flags) & _NAME_UNALLOC)
         if meta is None and deleted and self.deleted and self.ntfs:
-            entry = self._freed_record(info.name)  # TSK drops it: its sequence moved on
+            entry = self._freed_record(named)  # TSK drops it: its sequence moved on
             meta = None if entry is None else entry.info.meta
         if meta is None:
             if deleted:
                 self.tally.count("deleted entries without a file record")
             else:  # a name whose record cannot be read (zeros, damage): never passed over
                 why = HOLLOW if self.hollow is not None else "its file record cannot be read"
-                self.tally.problem(path, "unreadable", why)
+                self.tally.problem(join(folder, name, "\\"), "unreadable", why)
             return None
         deleted = deleted or bool(int(meta.flags) & _META_UNALLOC)
         kind = meta.type
         if kind in _VIRTUAL:
             self.tally.count("file system metadata skipped")
             return None
-        if self.ntfs and int(meta.addr) < _NTFS_SYSTEM_RECORDS and name.startswith("$"):
+        ntfs = self.ntfs
+        if ntfs and name[:1] == "$" and int(meta.addr) < _NTFS_SYSTEM_RECORDS:
             self.tally.count("file system metadata skipped")
             return None
         if deleted:
@@ -244,27 +255,28 @@ class FileSystemWalk:
                 self.tally.count("deleted files not scanned (see --deleted)")
                 return None
             # The name must still point at this record: a reused record is another file.
-            if kind == _DIR or (self.ntfs and not _same_record(meta, int(info.name.meta_seq))):
+            if kind == _DIR or (ntfs and not _same_record(meta, int(named.meta_seq))):
                 self.tally.count("deleted entries whose record was reused")
                 return None
         if kind == _LNK:
             self.tally.count("symlinks not followed")
             return None
-        attrs = list(entry) if self.ntfs else ()
-        reparse = next((a for a in attrs if int(a.info.type) == _REPARSE), None)
-        if reparse is not None:
-            tag = self._reparse_tag(entry, reparse)
-            if tag in _LINK_TAGS or kind == _DIR:
-                self.tally.count("symlinks not followed")
+        attrs = [(attr, attr.info) for attr in entry] if ntfs else []
+        for attr, a in attrs:
+            if int(a.type) == _REPARSE:
+                tag = self._reparse_tag(entry, attr)
+                if tag in _LINK_TAGS or kind == _DIR:
+                    self.tally.count("symlinks not followed")
+                    return None
+                if tag == _WOF:
+                    why = "WOF/CompactOS compressed: its content is not stored as it is read"
+                else:
+                    why = f"a reparse point (tag 0x{tag:08x}) holds its content elsewhere"
+                self.tally.problem(join(folder, name, "\\"), "unreadable", why)
                 return None
-            if tag == _WOF:
-                why = "WOF/CompactOS compressed: its content is not stored as it is read"
-            else:
-                why = f"a reparse point (tag 0x{tag:08x}) holds its content elsewhere"
-            self.tally.problem(path, "unreadable", why)
-            return None
         if kind == _DIR:
             self._streams(entry, attrs, folder, name, files, meta, deleted, unnamed=False)
+            path = join(folder, name, "\\")
             if depth + 1 >= _MAX_DEPTH:
                 self.tally.problem(path, "unreadable", f"deeper than {_MAX_DEPTH} folders")
                 return None
@@ -272,12 +284,12 @@ class FileSystemWalk:
         if kind != _REG:
             self.tally.count("special")
             return None
-        if not self.ntfs:
+        if not ntfs:
             size = max(int(meta.size), 0)
             if self.hollow is not None and self._hollow_entry(entry):
-                self.tally.problem(path, "unreadable", HOLLOW)
+                self.tally.problem(join(folder, name, "\\"), "unreadable", HOLLOW)
                 return None
-            listing = _listing(self.volume, meta, 0, size, deleted)
+            listing = _listing(self.volume, _stamp(meta), 0, size, deleted)
             files.append(
                 ImageFile(folder, name, entry, _DEFAULT, -1, listing, deleted, self.origin)
             )
@@ -286,12 +298,14 @@ class FileSystemWalk:
         return None
 
     def _streams(self, entry, attrs, folder, name, files, meta, deleted, unnamed) -> None:
-        for attr in attrs:
-            a = attr.info
+        stamp = None
+        for attr, a in attrs:
             if int(a.type) != _DATA:
                 continue
-            stream = a.name.decode("utf-8", "replace") if a.name else ""
-            if not stream and not unnamed:
+            stream = a.name
+            if stream:
+                stream = stream.decode("utf-8", "replace")
+            elif not unnamed:
                 continue
             shown = f"{name}:{stream}" if stream else name
             if int(a.flags) & _ENCRYPTED:
@@ -305,9 +319,12 @@ class FileSystemWalk:
                 self.tally.problem(join(folder, shown, "\\"), "unreadable", HOLLOW)
                 continue
             size = max(int(a.size), 0)
-            listing = _listing(self.volume, meta, int(a.id), size, deleted)
+            attr_id = int(a.id)
+            if stamp is None:
+                stamp = _stamp(meta)
+            listing = _listing(self.volume, stamp, attr_id, size, deleted)
             files.append(
-                ImageFile(folder, shown, entry, _DATA, int(a.id), listing, deleted, self.origin)
+                ImageFile(folder, shown, entry, _DATA, attr_id, listing, deleted, self.origin)
             )
 
     def _freed_record(self, name):
