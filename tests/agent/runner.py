@@ -22,9 +22,11 @@ def write_config(folder: Path, text: str) -> Path:
     return path
 
 
-def agent_config(folder: Path, roots, *, agent: str = "", sinks: str = "", top: str = "") -> Path:
+def agent_config(
+    folder: Path, roots, *, agent: str = "", sinks: str = "", top: str = "", emit: str = "all"
+) -> Path:
     """A configuration: state under `folder`, the given roots, every row of every PE to
-    rows.jsonl (emit all), and whatever else the test adds."""
+    rows.jsonl (unless `emit` says otherwise), and whatever else the test adds."""
     listed = ", ".join(json.dumps(str(r)) for r in roots)
     return write_config(
         folder,
@@ -37,7 +39,7 @@ roots = [{listed}]
 [sinks.rows]
 type = "jsonl"
 path = "rows.jsonl"
-emit = "all"
+emit = "{emit}"
 {sinks}
 """,
     )

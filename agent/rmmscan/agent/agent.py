@@ -394,7 +394,9 @@ class Agent:
 
     def _idle_wait(self) -> float:
         now = time.monotonic()
-        due = [t for key, t in self._next.items() if key != "flush"]
+        due = [self._next["sweep"], self._next["heartbeat"]]
+        if self.rt.processes is not None:
+            due.append(self._next["process"])
         if self.rt.rescans:
             due.append(min(self.rt.rescans_last + RESCAN_QUIET_S,
                            self.rt.rescans_first + RESCAN_WAIT_S))  # fmt: skip
