@@ -4,7 +4,8 @@ detection of its format by content (never by the file's name).
 Every format is opened read-only by its own library; what the file system layer sees is one
 ``Container`` whatever the format, read through a block cache of the format's own unit (the
 libyal readers decompress or look up a chunk on every call; an E01 is read a chunk at a time,
-so that a file's first bytes cost one chunk). A container that reads zeros for data it cannot
+so that a file's first bytes cost one chunk); a raw image is read where its bytes lie, the
+operating system's page cache its cache. A container that reads zeros for data it cannot
 give (QCOW2's compressed clusters) counts the reads that touched such data in
 ``hollow_reads``, so that a file read from them is reported unreadable, never clean.
 """
@@ -140,6 +141,25 @@ class RawFile(Container):
 
     def _read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
+
+    def read(self, offset: int, size: int) -> bytes:
+        # Nothing to decode: the operating system's page cache is this format's cache, and
+        # each read is one pread where the bytes lie.
+        if offset < 0 or size <= 0 or offset >= self.size:
+            return b""
+        size = min(size, self.size - offset)
+        try:
+            data = os.pread(self.fd, size, offset)
+        except OSError as exc:
+            raise ContainerError(
+                f"{self.format}: cannot read {size:,} bytes at offset {offset:,}: {exc}"
+            ) from None
+        if len(data) != size:
+            raise ContainerError(
+                f"{self.format}: {len(data):,} bytes where {size:,} were expected at offset "
+                f"{offset:,} (truncated or damaged)"
+            )
+        return data
 
     def close(self) -> None:
         super().close()
