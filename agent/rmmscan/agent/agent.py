@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,10 @@ from .pacing import Pacer, lower_priority
 from .repeats import RepeatFilter
 from .roots import local_roots
 
-DEFAULT_CONFIG = Path("/etc/rmmscan/rmmscan.toml")
+# Where a service manager's agent finds its configuration without --config.
+DEFAULT_CONFIG = (
+    default_dir() / "rmmscan.toml" if sys.platform == "win32" else Path("/etc/rmmscan/rmmscan.toml")
+)
 DEFAULT_SINK = "detections"  # the rotating JSONL file in the state directory, without a config
 IDLE_WAIT_S = 0.2  # the loop's longest sleep: a signal's flag is seen within it
 CACHE_FLUSH_S = 5.0  # what a sweep judged reaches the cache at least this often (resuming)
