@@ -137,6 +137,9 @@ class Agent:
     def run(self) -> int:
         """Run until stopped; 0. A configuration that cannot be loaded at start raises
         (ConfigError, OptionsError, SinkError...): the command reports it, exit status 2."""
+        # Everything the service creates (state, cache, outboxes and their SQLite journals,
+        # files, logs) is its account's alone: rows and paths name the machine's files.
+        os.umask(0o077)
         config = self._read()
         self._open_log(config)
         self.log.info("starting", version=__version__, config=str(config.path), pid=os.getpid())
