@@ -60,6 +60,10 @@ SEEDS = [
     'state_dir = "~/s"\nrules = ["r"]\nallowlist = "a.yaml"\ntrusted_roots = []\n'
     "distrust = ['d.json']\nsystem_roots = false\nexclude = [\"/proc/*\"]\n",
     'a = """\n[sinks.x]\n"""\nb.c = 1\n"d.e" = 2\n',
+    '[agent]\nroots = ["/", "rel"]\nexclude = ["*.log"]\nwatch = true\nsettle = "250ms"\n'
+    'rescan_interval = "6h"\nprocess_interval = 0\nheartbeat_interval = 300\n'
+    'max_cpu_percent = 25.5\nnice = 19\nwatch_queue = 10\nlog = "a.log"\nlog_keep = 1\n',
+    'agent = { roots = [], nice = -1 }\n[agent.x]\n',
 ]
 SEEDS_BYTES = [s.encode() for s in SEEDS]
 KNOWN_KEYS = [
@@ -69,7 +73,9 @@ KNOWN_KEYS = [
     "max_message_bytes", "insecure_skip_tls_verify", "timeout", "outbox_max_mb", "url",
     "token_env", "token_file", "index", "sourcetype", "source", "endpoint", "rule_id",
     "stream", "tenant_id", "client_id", "client_secret_env", "client_secret_file",
-    "certificate_file", "managed_identity", "authority",
+    "certificate_file", "managed_identity", "authority", "agent", "roots", "watch", "settle",
+    "rescan_interval", "process_interval", "heartbeat_interval", "max_cpu_percent", "nice",
+    "watch_queue", "log", "log_max_bytes", "log_keep",
 ]  # fmt: skip
 USEFUL = [
     "jsonl", "syslog", "hec", "logs-ingestion", "detections", "signed", "all", "udp", "tcp",
