@@ -91,6 +91,7 @@ _DICTIONARY = [
     if line and not line.startswith("# -")
 ] + [
     b"[sinks]", b"[[sinks]]", b"[[sinks.a]]", b"sinks = 1", b"sinks = []", b'"a\\u0000b" = 1',
+    b"[agent]", b"[[agent]]", b"agent = 1", b'settle = "1e9h"', b"nice = 1e3",
     b"a.b.c = {x = {y = [1, {z = 2}]}}", b"x = nan", b"x = -inf", b"x = 1e999", b"x = 0x7f",
     b"x = 1979-05-27T07:32:00Z", b'x = """\n"""', b"x = '''", b'emit = "all"',
     b'token_env = "RMMSCAN_FUZZ_SECRET"', b'token_file = "fuzz.secret"',
