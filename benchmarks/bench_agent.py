@@ -163,23 +163,25 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--only", choices=("latency", "idle", "budget"))
     args = parser.parse_args()
-    results = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-               "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip(),
-               "load_before": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
-    if args.only in (None, "latency"):
-        results["latency"] = latency(args.latency)
-        print("watch latency:", results["latency"], flush=True)
-    if args.only in (None, "idle"):
-        results["idle"] = idle(args.files, args.idle)
-        print("idle:", results["idle"], flush=True)
-    if args.only in (None, "budget"):
-        results["budget"] = budget(args.files)
-        print("CPU budget:", results["budget"], flush=True)
-    results["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    previous.update({k: v for k, v in results.items()})
-    RESULTS.write_text(json.dumps(previous, indent=1) + "\n")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    runs = {
+        "latency": lambda: latency(args.latency),
+        "idle": lambda: idle(args.files, args.idle),
+        "budget": lambda: budget(args.files),
+    }
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name, measure in runs.items():
+        if args.only not in (None, name):
+            continue
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        load = [round(x, 2) for x in os.getloadavg()]
+        result = measure()
+        # Each measurement keeps when, on which commit and under what load it was taken.
+        results[name] = {"when": when, "commit": commit, "load_before": load, **result,
+                         "load_after": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+        print(name, results[name], flush=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
