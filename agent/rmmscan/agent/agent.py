@@ -386,8 +386,7 @@ class Agent:
         lower_priority(config.agent.nice, lambda m: self.log.warning("priority", m))
         self._start_sources(new)
         self.health.reloads += 1
-        self.health.sweeps = min(self.health.sweeps, 1)  # new rules: a sweep now, not later
-        self._next["sweep"] = time.monotonic()
+        self._next["sweep"] = time.monotonic()  # new rules or roots: a sweep now, not later
         self.log.info("reloaded", config=str(config.path))
 
     # -- stopping -----------------------------------------------------------------------------
