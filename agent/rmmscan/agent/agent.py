@@ -234,7 +234,7 @@ class Agent:
             if rt.watch is not None:
                 paths = rt.watch.ready(now)
                 if paths:
-                    for batch in judge_paths(rt.engine, paths, "watch", self.pacer):
+                    for batch in judge_paths(rt.engine, paths, rt.roots, "watch", self.pacer):
                         rt.engine.deliver(batch)
                 folders = rt.watch.take_rescans()
                 if folders:

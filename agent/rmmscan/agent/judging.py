@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..engine.engine import Batch, Engine, NotPE, problem_of
 from ..inspect.model import Anomaly
 from ..rows.build import process_columns
 from ..rows.facts import with_anomaly
 from ..sources.candidate import Candidate
-from ..sources.dirs import open_root
+from ..sources.dirs import FdDir, PathDir, open_root
 from ..sources.localfile import LocalFile
 
 # What differs between two processes that map one file: a rule reading it must see each.
@@ -30,7 +31,11 @@ MEMO_FILES = 4096  # files remembered for the process source (their rows: detect
 
 
 def judge_paths(
-    engine: Engine, paths: Iterable[str], source: str, pace: Callable[[], None]
+    engine: Engine,
+    paths: Iterable[str],
+    roots: Sequence[str],
+    source: str,
+    pace: Callable[[], None],
 ) -> list[Batch]:
     """One batch per folder, in the order the folders first appear."""
     folders: dict[str, list[str]] = collections.defaultdict(list)
@@ -43,11 +48,16 @@ def judge_paths(
     for folder, names in folders.items():
         batch = Batch(folder)
         try:
-            directory = open_root(folder)
+            directory = open_folder(folder, roots)
         except OSError as exc:
-            # The folder went away with its files (a temporary folder): nothing to judge.
+            # The folder went away with its files (a temporary folder), or is a link or a file
+            # now (not followed): nothing to judge, and said so.
             for name in names:
-                batch.problems.append(problem_of(os.path.join(folder, name), exc))
+                path = os.path.join(folder, name)
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    batch.problems.append((path, "changed", f"{_SWAPPED}: not followed"))
+                else:
+                    batch.problems.append(problem_of(path, exc))
             batches.append(batch)
             continue
         try:
@@ -68,6 +78,34 @@ def judge_paths(
             directory.close()
         batches.append(batch)
     return batches
+
+
+_SWAPPED = "a folder on its path is a symlink or a file now"
+
+
+def open_folder(folder: str, roots: Sequence[str]) -> FdDir | PathDir:
+    """The folder, opened from the root it is under one name at a time, never through a
+    symlink, as the sweep's walk opens it: a folder swapped for a link after its event cannot
+    make the agent judge files elsewhere under this folder's name. A folder under no root is
+    opened by its path (FileNotFoundError when it does not exist)."""
+    root = max((r for r in roots if _under(folder, r)), key=len, default=None)
+    if root is None:
+        return open_root(folder)
+    directory = open_root(root)
+    path = root
+    rest = folder[len(root):].strip(os.sep)
+    for name in rest.split(os.sep) if rest else ():
+        path = os.path.join(path, name)
+        try:
+            inner = directory.open_dir(name, path, False)
+        finally:
+            directory.close()
+        directory = inner
+    return directory
+
+
+def _under(folder: str, root: str) -> bool:
+    return folder == root or folder.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class ProcessJudge:
