@@ -9,8 +9,9 @@ Imager and ewfacquire write it) are then read by ``_Chunks`` from the segments' 
 sections and inflated with zlib: the libewf build that pip installs inflates with code of its
 own, several times slower than zlib, and inflating chunks is most of the time an E01 scan
 takes (benchmarks/README.md, the image scan). The tables are held to what those writers
-write: a checksum that does not match, offsets out of order or outside their sectors
-section, a table2 that is not its table's copy, a chunk count that is not the media's. Any
+write: a checksum that does not match, a section that does not end where the next begins,
+offsets out of order or outside their sectors section, a table2 that is not its table's
+copy, a table longer than the writers make them, a chunk count that is not the media's. Any
 of that leaves the image (or that table's chunks) to libewf; so does any chunk that does not
 inflate to exactly its size with its checksum intact. libewf's answer and ``_Chunks``' are
 then the same bytes: both read the same table entry and the same stored chunk, and zlib
@@ -39,7 +40,7 @@ _SEGMENT = struct.Struct("<8sBHH")  # signature, 1, segment number, 0
 _U32 = struct.Struct("<I")
 _MAX_SECTIONS = 1 << 16  # per segment: a segment holds a few sections per 16,375 chunks
 _MAX_TABLES = 1 << 20
-_MAX_ENTRIES = 1 << 20  # per table: 4 MiB of entries at most
+_MAX_ENTRIES = 1 << 17  # per table (EnCase writes 16,375): a longer one is left to libewf
 _TABLES_KEPT = 4
 _FILES_KEPT = 8  # segment files held open at once
 _OFFSET = 0x7FFFFFFF
