@@ -127,9 +127,9 @@ def test_unsupported_kql_names_file_line_and_construct(tmp_path):
 
 
 def test_unknown_column_names_file_and_line(tmp_path):
-    path = rule(tmp_path, where="Signer has 'x'\n    and ProcessCommandLine has 'dw'")
+    path = rule(tmp_path, where="Signer has 'x'\n    and InitiatingProcessCommandLine has 'dw'")
     (only,) = problems([path])
-    assert only.startswith(f"{path}:15:") and "ProcessCommandLine" in only
+    assert only.startswith(f"{path}:15:") and "InitiatingProcessCommandLine" in only
 
 
 def test_every_problem_of_every_file_at_once(tmp_path):

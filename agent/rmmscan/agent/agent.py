@@ -139,7 +139,13 @@ class Agent:
         (ConfigError, OptionsError, SinkError...): the command reports it, exit status 2."""
         # Everything the service creates (state, cache, outboxes and their SQLite journals,
         # files, logs) is its account's alone: rows and paths name the machine's files.
-        os.umask(0o077)
+        umask = os.umask(0o077)
+        try:
+            return self._run()
+        finally:
+            os.umask(umask)  # the Windows service, or a test, runs the agent in its process
+
+    def _run(self) -> int:
         config = self._read()
         self._open_log(config)
         self.log.info("starting", version=__version__, config=str(config.path), pid=os.getpid())
