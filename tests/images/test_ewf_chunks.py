@@ -337,3 +337,36 @@ def test_the_reader_declines_what_it_does_not_know(seeds, tmp_path):
     found = check_against_libewf([path])
     assert found["opened"] and found["tables"] and found["inflated"] == 0
     assert os.path.getsize(path) == len(seg) and at < mirror[0]
+
+
+def test_a_segment_of_several_tables(tmp_path):
+    """libewf puts at most 65,534 chunks in a table: a larger segment holds several sectors
+    sections, each followed by its table and table2. 8 KiB chunks keep the medium small."""
+    raw = tmp_path / "sparse.raw"
+    size = 520 * 1024 * 1024
+    rng = random.Random(3)
+    with open(raw, "wb") as f:
+        f.truncate(size)
+        for at in (0, 8192 * 65533, 8192 * 65534, size - 8192):  # each table's edges
+            f.seek(at)
+            f.write(rng.randbytes(8192))
+    base = tmp_path / "tables"
+    build.run("ewfacquire", "-u", "-q", "-t", base, "-f", "encase6", "-c", "fast", "-b", "16",
+              "-m", "fixed", "-M", "physical", "-C", "c", "-D", "d", "-E", "e", "-e", "e",
+              "-N", "n", raw)  # fmt: skip
+    first = base.with_name(base.name + ".E01")
+    assert len([t for t in tables(first.read_bytes()) if t[1] == b"table"]) == 2
+    image = EwfImage(str(first))
+    ref = reference([first])
+    try:
+        assert image.chunks is not None and image.block == 8192
+        with open(raw, "rb") as f:
+            for index in (0, 1, 65533, 65534, 65535, size // 8192 - 1):
+                f.seek(index * 8192)
+                data = f.read(8192)
+                got = image._read(index * 8192, 8192)
+                assert got == ref.read_buffer_at_offset(8192, index * 8192) == data
+        assert image.chunks.declined == 0
+    finally:
+        image.close()
+        ref.close()
