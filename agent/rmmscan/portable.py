@@ -12,6 +12,7 @@ never from os itself: otherwise the forced run would test a mixture no OS runs.
 from __future__ import annotations
 
 import os
+import sys
 
 FORCED = os.environ.get("RMMSCAN_PORTABLE", "") not in ("", "0")
 
@@ -27,3 +28,8 @@ O_NOFOLLOW = 0 if FORCED else getattr(os, "O_NOFOLLOW", 0)
 # Hashes read beside the verification without moving its offset (inspect/hashes.py hash_fd,
 # rows/facts.py); without pread a file is hashed after it, through seek and read.
 CAN_PREAD = not FORCED and hasattr(os, "pread")
+# The process source reads /proc/PID/maps and the links under /proc/PID (sources/processes.py),
+# or psutil's portable calls, as on Windows and macOS.
+HAS_PROCFS = (
+    not FORCED and sys.platform.startswith("linux") and os.path.exists("/proc/self/maps")
+)

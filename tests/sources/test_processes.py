@@ -310,11 +310,12 @@ def test_processes_that_end_during_a_scan_are_counted_not_raised():
 # One scan, in a process of its own: what it offers of the pids given, and its counts.
 SCAN = """
 import json, sys
+from rmmscan import portable
 from rmmscan.sources import processes
 scan = processes.Processes().scan()
 pids = [int(pid) for pid in sys.argv[1:]]
 print(json.dumps(dict(
-    procfs=processes.PROCFS,
+    procfs=portable.HAS_PROCFS,
     files=[[f.process.pid, f.path, f.link, f.deleted] for f in scan.files
            if f.process.pid in pids],
     unreadable=scan.unreadable, missed=scan.missed,

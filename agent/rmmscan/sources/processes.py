@@ -41,15 +41,13 @@ from typing import BinaryIO
 
 import psutil
 
-from ..portable import FORCED
+from ..portable import HAS_PROCFS
 from .candidate import Candidate, FileChanged, Listing, ProcessRef
 from .local import open_regular
 from .localfile import changed_locally, key_of, listing_of
 from .mounts import pseudo_devices
 
 SOURCE = "process"
-# /proc/PID/maps and the links of /proc/PID, or psutil's portable calls.
-PROCFS = not FORCED and sys.platform.startswith("linux") and os.path.exists("/proc/self/maps")
 DELETED = " (deleted)"  # what the kernel appends to the path of an unlinked file
 
 # Bounds on what one process can make a scan read and hold. A process with more distinct files
@@ -199,9 +197,9 @@ def _read(
     with proc.oneshot():
         start = proc.create_time()
         ref = ProcessRef(proc.pid, proc.name(), _join(proc.cmdline())[:COMMAND_LINE_KEPT])
-    if PROCFS and not ref.command_line and _kernel_thread(proc.pid):
+    if HAS_PROCFS and not ref.command_line and _kernel_thread(proc.pid):
         return (proc.pid, start), ref, []  # it maps nothing, but its links deny as a process's
-    found = list(_procfs_files(proc.pid, out) if PROCFS else _portable_files(proc, out))
+    found = list(_procfs_files(proc.pid, out) if HAS_PROCFS else _portable_files(proc, out))
     if not proc.is_running():  # it ended, or its pid was taken: what was read is not its
         raise psutil.NoSuchProcess(proc.pid)
     return (proc.pid, start), ref, found
