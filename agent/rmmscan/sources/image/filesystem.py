@@ -228,7 +228,10 @@ class FileSystemWalk:
         raw = named.name
         if raw == b"." or raw == b"..":
             return None
-        name = raw.decode("utf-8", "replace")
+        # ext2/3/4 names are bytes, not always UTF-8: undecodable bytes become surrogates, as
+        # the sweep's names do (PEP 383), so that FolderPathBytes holds them and two such names
+        # stay two names (NTFS and FAT names come from The Sleuth Kit as valid UTF-8).
+        name = raw.decode("utf-8", "surrogateescape")
         meta = info.meta
         deleted = bool(int(named.flags) & _NAME_UNALLOC)
         if meta is None and deleted and self.deleted and self.ntfs:
