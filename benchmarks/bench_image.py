@@ -70,7 +70,8 @@ TARGET_RAW = 20_000  # files/s
 TARGET_E01 = 5_000
 
 sys.path.insert(0, str(ROOT))  # tests.images
-sys.path.insert(0, str(BENCH))  # make_corpus (benchmarks/ is not a package)
+sys.path.insert(0, str(BENCH))  # make_corpus, profiles (benchmarks/ is not a package)
+from profiles import collapse  # noqa: E402
 
 # What the filler files are, by share: (kind, share). "tiny" files (under 64 bytes) and
 # "resident" ones (64 to 600 bytes) live in their MFT record; "small" and "text" are the
@@ -400,44 +401,7 @@ def profile(argv: list[str], tag: str) -> dict:
         subprocess.run([str(spy), "record", "--rate", "500", "--format", fmt, "-o", str(target),
                         "--", *argv], check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)  # fmt: skip
-    return {"flamegraph": str(svg.relative_to(ROOT)), **collapse(raw)}
-
-
-def collapse(raw: Path) -> dict:
-    own: collections.Counter = collections.Counter()
-    total: collections.Counter = collections.Counter()
-    buckets: collections.Counter = collections.Counter()
-    samples = 0
-    if not raw.exists():
-        return {"error": f"no profile written ({raw.name})"}
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n, frames = int(count), stack.split(";")
-        samples += n
-        bucket = next((b for b, marks in BUCKETS
-                       if any(m in f for f in frames for m in marks)), "other")  # fmt: skip
-        buckets[bucket] += n
-        own[_frame(frames[-1])] += n
-        for f in {_frame(f) for f in frames[1:]}:
-            total[f] += n
-
-    def top(counter: collections.Counter, k: int) -> list[list]:
-        return [[f, round(100 * n / max(samples, 1), 1)] for f, n in counter.most_common(k)]
-
-    return {"samples": samples, "buckets_pct": top(buckets, 20), "own_pct": top(own, 25),
-            "total_pct": top(total, 40)}  # fmt: skip
-
-
-def _frame(frame: str) -> str:
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "agent/", "lib/python3"):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-            break
-    return f"{name} ({where})" if where else name
+    return {"flamegraph": str(svg.relative_to(ROOT)), **collapse(raw, BUCKETS)}
 
 
 # --------------------------------------------------------------------------- listing only

@@ -11,7 +11,6 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import datetime as dt
 import json
@@ -51,6 +50,7 @@ TARGET_RSS = 150 * MIB  # peak RSS of the sweep, at any corpus size
 
 sys.path.insert(0, str(BENCH))
 import make_corpus  # noqa: E402  (benchmarks/ is not a package)
+from profiles import collapse  # noqa: E402
 
 
 @dataclass
@@ -439,7 +439,8 @@ def profile(cmd: Command, tag: str) -> dict:
                 check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             wall = wall or time.perf_counter() - start
-        out[mode] = {"flamegraph": str(svg.relative_to(ROOT)), "wall_s": wall, **collapse(raw)}
+        out[mode] = {"flamegraph": str(svg.relative_to(ROOT)), "wall_s": wall,
+                     **collapse(raw, BUCKETS)}  # fmt: skip
     return out
 
 
@@ -464,56 +465,6 @@ BUCKETS = [
         ("connection.py", "Event.wait", "Thread.join", "Condition.wait"),
     ),
 ]
-
-
-def _bucket(frames: list[str]) -> str:
-    if len(frames) == 1:  # only the process: native code holding the GIL, no Python frame
-        return "interpreter start/exit (no Python frame)"
-    for name, markers in BUCKETS:
-        if any(m in f for f in frames for m in markers):
-            return name
-    return "other"
-
-
-def collapse(raw: Path) -> dict:
-    """Own and total sample shares per frame, from py-spy's collapsed stacks."""
-    own: collections.Counter = collections.Counter()
-    total: collections.Counter = collections.Counter()
-    threads: collections.Counter = collections.Counter()
-    buckets: collections.Counter = collections.Counter()
-    samples = 0
-    if not raw.exists():
-        return {"error": f"no profile written ({raw.name})"}
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        samples += n
-        threads[frames[0]] += n
-        buckets[_bucket(frames)] += n
-        own[_frame(frames[-1])] += n
-        for f in {_frame(f) for f in frames[1:]}:
-            total[f] += n
-
-    def top(counter: collections.Counter, k: int) -> list[list]:
-        return [[f, round(100 * n / samples, 1)] for f, n in counter.most_common(k)]
-
-    return {"samples": samples, "threads": top(threads, 8), "buckets_pct": top(buckets, 20),
-            "own_pct": top(own, 25),
-            "total_pct": top(total, 40)}  # fmt: skip
-
-
-def _frame(frame: str) -> str:
-    """'func (module/path.py:123)' → 'func (path.py)': lines merged, paths shortened."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "agent/", "lib/python3"):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-            break
-    return f"{name} ({where})" if where else name
 
 
 # --------------------------------------------------------------------------- output
