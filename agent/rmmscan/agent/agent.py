@@ -313,7 +313,7 @@ class Agent:
         if path is not None and path != self.log.path:
             a = config.agent
             try:
-                self.log = AgentLog(path, a.log_max_bytes, a.log_keep, self.log._stream)
+                self.log = AgentLog(path, a.log_max_bytes, a.log_keep, self.log.stream)
             except SinkError as exc:
                 self.log.error("log", f"{exc}; logging to stderr")
 
@@ -361,10 +361,9 @@ class Agent:
         if a.watch:
             from ..sources.watch import Watch
 
-            excludes = (*rt.config.exclude, *a.exclude)
             rt.watch = Watch(
                 rt.roots,
-                excludes,
+                rt.walk.excludes,  # the sweep's: the top level's and [agent]'s
                 warn=lambda m: self.log.warning("watch", m),
                 settle=a.settle,
                 max_pending=a.watch_queue,
@@ -382,7 +381,8 @@ class Agent:
             config = self._read()
             new = self._build(config)
         except LOAD_ERRORS as exc:
-            self.log.error("reload failed", _describe(exc) + "; the running configuration is kept")
+            # A ConfigError's text is every problem, a line each (`FILE:LINE: KEY: ...`).
+            self.log.error("reload failed", f"{exc}\nthe running configuration is kept")
             return
         self._close_runtime(old, deliver_s=0.0)
         self.rt = new
@@ -483,9 +483,9 @@ class Agent:
 
     def _log_sink_notes(self, rt: _Runtime | None = None) -> None:
         for sink in (rt or self.rt).sinks:
-            notes = getattr(getattr(sink, "report", None), "notes", None)
-            while notes:
-                self.log.warning("sink", notes.popleft(), sink=sink.name)
+            if isinstance(sink, ForwardingSink):
+                while sink.report.notes:
+                    self.log.warning("sink", sink.report.notes.popleft(), sink=sink.name)
 
     def log_problem(self, path: str, kind: str, message: str) -> None:
         if kind not in NOT_READ:
@@ -520,12 +520,6 @@ def _close_all(sinks, warn) -> None:
             sink.close()
         except (SinkError, OSError) as exc:
             warn(f"closing a sink: {exc}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConfigError):
-        return "; ".join(p.show(exc.path) for p in exc.problems)
-    return str(exc)
 
 
 def _route_library_logs(log: AgentLog) -> None:

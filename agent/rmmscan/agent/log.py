@@ -33,7 +33,7 @@ class AgentLog:
     ):
         self.path = path
         self._file = RotatingFileSink(path, max_bytes, keep) if path is not None else None
-        self._stream = stream or sys.stderr
+        self.stream = stream or sys.stderr
         self._lock = threading.Lock()
 
     def __call__(self, level: str, event: str, message: str = "", **fields) -> None:
@@ -56,8 +56,8 @@ class AgentLog:
                     pass  # the file cannot take it: stderr still can
             try:
                 line = json.dumps(entry, ensure_ascii=False, default=str)
-                self._stream.write(line + "\n")
-                self._stream.flush()
+                self.stream.write(line + "\n")
+                self.stream.flush()
             except (OSError, ValueError):
                 pass  # nowhere left to say it; the agent goes on
 
