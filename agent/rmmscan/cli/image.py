@@ -18,7 +18,7 @@ def _run(args) -> int:
     images = list(dict.fromkeys(os.path.abspath(p) for p in args.images))
 
     def scan(engine, _config, console, stop) -> None:
-        ImageScan(engine, args.partition, args.deleted, args.shadows).run(
+        ImageScan(engine, args.partition, args.deleted, args.shadows, args.jobs).run(
             images, console.tick, stop
         )
 

@@ -188,6 +188,17 @@ def _add_image(sub) -> None:
         'carry the snapshot in Snapshot ("vss1 2013-12-03T06:35:09Z"); a file unchanged from '
         "the live volume's is not read again",
     )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=None,
+        metavar="N",
+        help="scan processes, each opening the image itself and taking the next folder of "
+        f"the walk; 1 scans in this process; at most {MAX_JOBS}. Default: the number of CPUs, "
+        "at most 4; 1 where the OS cannot fork (Windows). Snapshots (--shadows) are scanned "
+        "in this process",
+    )
     _scan_options(p)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from ..rows.facts import with_anomaly
 from ..sources.image.container import Container, ContainerError, open_container
 from ..sources.image.evidence import evidence_id
-from ..sources.image.filesystem import HOLLOW, FileSystemWalk, ImageFile
+from ..sources.image.filesystem import HOLLOW, FileSystemWalk, Folder, ImageFile, unseen
 from ..sources.image.registry import has_system_hive, identity
 from ..sources.image.snapshots import SnapshotError, Unchanged, is_ntfs, open_shadows
 from ..sources.image.volumes import TskImage, Volume, volumes
@@ -49,9 +49,11 @@ class ImageScan:
         partition: int | None = None,
         deleted: bool = False,
         shadows: bool = False,
+        jobs: int | None = 1,
     ):
         self.engine, self.partition, self.deleted = engine, partition, deleted
         self.shadows = shadows
+        self.jobs = jobs  # scan processes for a live volume (imagejobs.py); None: by CPUs
         self.stop = threading.Event()
         self.now = dt.datetime.now(dt.UTC)
 
@@ -161,49 +163,29 @@ class ImageScan:
     ) -> None:
         """One file system, a folder at a time; ``scope`` prefixes the folders the cache keeps
         (a snapshot's files are not the live volume's), ``unchanged`` drops a snapshot's files
-        that the live volume's rows already stand for."""
-        stats = self.engine.stats
-        failed = False
-        snapshot = origin[2]
+        that the live volume's rows already stand for. A live volume is walked by scan
+        processes where they can run (imagejobs.py), else here."""
+        if unchanged is None and not scope:
+            from .imagejobs import ImageJobs, jobs_for
 
-        def named(path: str) -> str:
-            """A snapshot's file is named with its snapshot: the live file has its path."""
-            return path if snapshot is None else f"{path} ({snapshot})"
+            jobs = jobs_for(self.jobs)
+            if jobs > 1:
+                ImageJobs(self, jobs).walk(image, container, tsk, volume, root, origin)
+                return
+        report = Report(self.engine.stats.count, self.engine.stats.problem,
+                        lambda message: self._error(image, message))  # fmt: skip
+        scan = FolderScan(self, container, tsk, volume, root, origin, report, scope, unchanged)
+        top = scan.walk.top()
+        self.walk_folders(image, scan, [top], {top[0]})
 
-        def problem(path: str, kind: str, message: str) -> None:
-            nonlocal failed
-            failure = getattr(tsk, "failure", None)
-            if failure and not failed:
-                failed = True  # the layer under the file system: said once, as an error
-                self._error(image, f"{volume.label} ({volume.description}): {failure}; "
-                            "files below it could not all be read")  # fmt: skip
-            stats.problem(named(path), kind, message)
-
-        tally = _Tally(stats, problem)
-        hollow = container.hollow if container.can_be_hollow else None
-        walk = FileSystemWalk(volume, root, tally, self.deleted, origin, hollow).folders()
-        while not self.stop.is_set():
-            before = container.hollow_reads
-            tsk.failure = None
-            try:
-                folder, files = next(walk)
-            except StopIteration:
-                break
-            except (OSError, RuntimeError) as exc:
-                problem(root, "unreadable", f"the walk ended early: {exc}")
-                break
-            if container.hollow_reads != before:
-                problem(folder, "unreadable", f"its folder entries are {HOLLOW}")
-            if unchanged is not None and files:
-                kept = [f for f in files if not unchanged(f)]
-                if len(kept) != len(files):
-                    stats.count(UNCHANGED, len(files) - len(kept))
-                files = kept
-            batch = self._visit(scope + folder, files, container)
-            if snapshot is not None:
-                batch.problems = [(named(p), kind, m) for p, kind, m in batch.problems]
-            if tsk.failure and not failed:
-                problem(folder, "unreadable", "its files could not all be read")
+    def walk_folders(self, image: str, scan: FolderScan, stack: list[Folder], seen: set[int]):
+        """The folders of ``stack`` and below, depth first, in this process."""
+        while stack and not self.stop.is_set():
+            found = scan.visit(stack.pop())
+            if found is None:
+                continue
+            batch, subfolders = found
+            stack.extend(reversed(unseen(subfolders, seen)))
             self.engine.deliver(batch)
             self.tick(image)
 
@@ -265,8 +247,68 @@ class ImageScan:
         return result
 
 
-class _Tally:
-    """What the walk counts goes to the statistics; its problems through ``problem``."""
+class Report:
+    """Where the walk of a file system says what it counted (``count(what, n=1)``), what
+    went wrong with a file or folder (``problem(path, kind, message)``) and with a layer of
+    the image (``error(message)``): the scan's statistics, or a scan process's messages."""
 
-    def __init__(self, stats, problem):
-        self.count, self.problem = stats.count, problem
+    def __init__(self, count, problem, error):
+        self.count, self.problem, self.error = count, problem, error
+
+
+class FolderScan:
+    """The folders of one file system, each listed and judged by ``visit``: in this
+    process, or in a scan process (imagejobs.py) with a file system of its own."""
+
+    def __init__(self, scan: ImageScan, container: Container, tsk: TskImage, volume: Volume,
+                 root: str, origin: tuple, report: Report, scope: str = "",
+                 unchanged: Unchanged | None = None):  # fmt: skip
+        self.scan, self.container, self.tsk, self.volume = scan, container, tsk, volume
+        self.report, self.scope, self.unchanged = report, scope, unchanged
+        self.snapshot = origin[2]
+        self.failed = False  # the layer under the file system failed: said once
+        hollow = container.hollow if container.can_be_hollow else None
+        tally = Report(report.count, self.problem, report.error)
+        self.walk = FileSystemWalk(volume, root, tally, scan.deleted, origin, hollow)
+
+    def named(self, path: str) -> str:
+        """A snapshot's file is named with its snapshot: the live file has its path."""
+        return path if self.snapshot is None else f"{path} ({self.snapshot})"
+
+    def problem(self, path: str, kind: str, message: str) -> None:
+        failure = getattr(self.tsk, "failure", None)
+        if failure and not self.failed:
+            self.failed = True  # the layer under the file system: said once, as an error
+            volume = self.volume
+            self.report.error(f"{volume.label} ({volume.description}): {failure}; "
+                              "files below it could not all be read")  # fmt: skip
+        self.report.problem(self.named(path), kind, message)
+
+    def visit(self, where: Folder) -> tuple[Batch, list[Folder]] | None:
+        """One folder's batch and its subfolders; None when it cannot be listed (said)."""
+        container, tsk = self.container, self.tsk
+        before = container.hollow_reads
+        tsk.failure = None
+        path = where[1]
+        try:
+            found = self.walk.folder(where)
+        except (OSError, RuntimeError) as exc:
+            self.problem(path, "unreadable", f"folder cannot be listed: {exc}")
+            return None
+        if found is None:
+            return None
+        files, subfolders = found
+        if container.hollow_reads != before:
+            self.problem(path, "unreadable", f"its folder entries are {HOLLOW}")
+        unchanged = self.unchanged
+        if unchanged is not None and files:
+            kept = [f for f in files if not unchanged(f)]
+            if len(kept) != len(files):
+                self.report.count(UNCHANGED, len(files) - len(kept))
+            files = kept
+        batch = self.scan._visit(self.scope + path, files, container)
+        if self.snapshot is not None:
+            batch.problems = [(self.named(p), kind, m) for p, kind, m in batch.problems]
+        if tsk.failure and not self.failed:
+            self.problem(path, "unreadable", "its files could not all be read")
+        return batch, subfolders

@@ -38,6 +38,7 @@ from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
+from .processes import ChildStop, end_processes, how_it_ended
 
 MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
 
@@ -278,7 +279,7 @@ class Sweep:
                                 roots[0] if len(roots) == 1 else ", ".join(roots),
                                 "failed",
                                 f"sweep process {share} of {jobs} ended early "
-                                f"({_how_it_ended(child.exitcode)}): the directories it "
+                                f"({how_it_ended(child.exitcode)}): the directories it "
                                 "owned may not all have been swept",
                             )
                         continue
@@ -302,7 +303,7 @@ class Sweep:
             shared_stop[0] = 1  # Ctrl-C, output closed: the others stop too
             raise
         finally:
-            _end([child for child, _ in children], wait_s)
+            end_processes([child for child, _ in children], wait_s)
             for child, receiver in children:
                 child.join()
                 receiver.close()
@@ -323,7 +324,7 @@ class Sweep:
             for receiver in receivers:
                 receiver.close()
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
-            self.stop = stop = _ChildStop(shared_stop)
+            self.stop = stop = ChildStop(shared_stop)
             # SIGTERM (to the whole process group, from a deployment tool): this process
             # stops as the parent does, at the next file, and reports what it has.
             signal.signal(signal.SIGTERM, stop.signalled)
@@ -366,40 +367,6 @@ class Sweep:
                 pass
         finally:
             os._exit(code)
-
-
-class _ChildStop:
-    """A sweep process's stop: the parent's shared byte, or SIGTERM to this process. The
-    signal handler only sets a flag (an Event's lock is not safe to take in a handler)."""
-
-    def __init__(self, shared):
-        self.shared = shared
-        self.flag = False
-
-    def signalled(self, _signum, _frame) -> None:
-        self.flag = True
-
-    def is_set(self) -> bool:
-        return self.flag or self.shared[0] != 0
-
-
-def _end(children, wait_s: float) -> None:
-    """Children still running: given `wait_s` to finish their file, then killed (SIGTERM
-    would only ask them to stop at the next file)."""
-    deadline = time.monotonic() + wait_s
-    for child in children:
-        child.join(max(0.0, deadline - time.monotonic()))
-        if child.exitcode is None:  # stopped (SIGSTOP), or busy past the grace
-            child.kill()
-
-
-def _how_it_ended(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return f"killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-    return f"exit status {exitcode}"
 
 
 _BACKLOG = 1024  # directories waiting for the writer

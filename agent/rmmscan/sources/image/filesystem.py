@@ -36,6 +36,8 @@ _WOF = 0x80000017  # Windows Overlay Filter: WOF/CompactOS compressed content
 _NTFS_SYSTEM_RECORDS = 24  # MFT records 0-23: $MFT ... $Extend and reserved ones
 _MAX_DEPTH = 1024
 _KEY = struct.Struct("<QQqqq")  # 40 bytes: candidate.KEY_SIZE
+# A folder to list: (its record's address, its path, its depth below the root).
+Folder = tuple[int, str, int]
 HOLLOW = "stored in compressed QCOW2 clusters that cannot be decompressed (damaged): not read"
 
 _REG = pytsk3.TSK_FS_META_TYPE_REG
@@ -170,6 +172,17 @@ def _listing(
     return Listing(size, _KEY.pack(packed, addr, size, mtime, ctime), mtime, ctime)
 
 
+def unseen(subfolders: list[Folder], seen: set[int]) -> list[Folder]:
+    """The subfolders not reached before, now added to ``seen``: a folder two names lead to
+    (a damaged or crafted file system) is walked once, and a loop ends."""
+    out = []
+    for sub in subfolders:
+        if sub[0] not in seen:
+            seen.add(sub[0])
+            out.append(sub)
+    return out
+
+
 class FileSystemWalk:
     """Walks one volume's file system. ``tally`` takes ``count(what)`` and
     ``problem(path, kind, message)``; ``root`` is the name of the volume's root folder."""
@@ -193,32 +206,45 @@ class FileSystemWalk:
         self.block = int(self.fs.info.block_size)
         self._mft: tuple[list[tuple[int, int, int]], int] | None = None
 
-    def folders(self) -> Iterator[tuple[str, list[ImageFile]]]:
-        """(folder path, its files) for every folder, depth first; the files' entries stay
-        valid while their folder's list is held."""
+    def top(self) -> Folder:
+        """The root folder, as ``folder`` takes it."""
+        return int(self.fs.info.root_inum), self.root, 0
+
+    def folder(self, where: Folder) -> tuple[list[ImageFile], list[Folder]] | None:
+        """One folder's files and its subfolders; None (the problem said) when it cannot be
+        listed. The files' entries stay valid while the list is held. A subfolder reached
+        twice (a damaged file system) is the caller's to drop: it knows every folder seen."""
+        addr, path, depth = where
         fs = self.fs
-        root_addr = int(fs.info.root_inum)
-        stack = [(root_addr, self.root, 0)]
-        seen = {root_addr}
+        try:
+            directory = fs.open_dir(inode=addr)
+            entries = list(directory)
+            if self.hollow is not None and self._hollow_entry(fs.open_meta(inode=addr)):
+                self.tally.problem(path, "unreadable", f"its folder entries are {HOLLOW}")
+        except (OSError, RuntimeError) as exc:
+            self.tally.problem(path, "unreadable", f"folder cannot be listed: {exc}")
+            return None
+        files: list[ImageFile] = []
+        subfolders = []
+        for entry in entries:
+            sub = self._entry(entry, path, depth, files)
+            if sub is not None:
+                subfolders.append(sub)
+        return files, subfolders
+
+    def folders(self) -> Iterator[tuple[str, list[ImageFile]]]:
+        """(folder path, its files) for every folder, depth first, each once."""
+        top = self.top()
+        stack = [top]
+        seen = {top[0]}
         while stack:
-            addr, path, depth = stack.pop()
-            try:
-                directory = fs.open_dir(inode=addr)
-                entries = list(directory)
-                if self.hollow is not None and self._hollow_entry(fs.open_meta(inode=addr)):
-                    self.tally.problem(path, "unreadable", f"its folder entries are {HOLLOW}")
-            except (OSError, RuntimeError) as exc:
-                self.tally.problem(path, "unreadable", f"folder cannot be listed: {exc}")
+            where = stack.pop()
+            found = self.folder(where)
+            if found is None:
                 continue
-            files: list[ImageFile] = []
-            subfolders = []
-            for entry in entries:
-                sub = self._entry(entry, path, depth, files)
-                if sub is not None and sub[0] not in seen:
-                    seen.add(sub[0])
-                    subfolders.append(sub)
-            stack.extend(reversed(subfolders))
-            yield path, files
+            files, subfolders = found
+            stack.extend(reversed(unseen(subfolders, seen)))
+            yield where[1], files
 
     def _entry(self, entry, folder: str, depth: int, files: list[ImageFile]):
         # Every entry of the volume passes here: each pytsk3 property read makes an object,

@@ -1,0 +1,281 @@
+"""Scan processes for one file system of an image: its folders shared among N processes.
+
+Listing a folder through The Sleuth Kit and judging its files is Python work that holds the
+GIL, so threads would share one core; processes forked from the scan share its imports,
+rule pack and trust store. Unlike the local sweep's processes (sweep.py), which each walk
+the whole tree, here the calling process hands out the folders: listing is most of an
+image's cost (on the benchmark image, 0.38 s of the 0.6 s past start-up), and a walk done by
+every process would be done N times. The caller keeps the stack of folders still to list
+and the set of folders seen (a folder two names lead to is listed once); each process
+lists the folders it is given, judges their files and sends back the batch and the
+subfolders, two folders in flight at a time so that none waits for the next.
+
+Each process opens the image again: a libyal handle keeps a file offset that forked copies
+would share, and nothing of the caller's image objects is used in the child. A process that
+dies (a crash in a library on crafted data) costs the folders it held, which are reported
+with how it ended; the others go on, and what is left when none is alive is walked here.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import mmap
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from .. import portable
+from ..sources.image.container import Container, open_container
+from ..sources.image.filesystem import Folder, unseen
+from ..sources.image.volumes import TskImage, Volume, volumes
+from .engine import Batch
+from .image import FolderScan, ImageScan, Report
+from .processes import ChildStop, end_processes, how_it_ended
+from .sweep import MAX_DEFAULT_JOBS
+
+IN_FLIGHT = 2  # folders given to a process before it answers: it never waits for the next
+_PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
+_GRACE_S = 0.5  # a stopped scan waits this long for a process in the middle of a file
+_STOP_S = 2.0
+_TRIES = 2  # processes a folder may see die before it is said and left
+_REPLACEMENTS = 2  # at most this many times `jobs` processes are started for one volume
+
+
+def jobs_for(jobs: int | None) -> int:
+    """The processes to walk a file system with: ``jobs``, or one per CPU (at most
+    MAX_DEFAULT_JOBS) when None; 1 where this process cannot fork (Windows, or a process that
+    already runs threads: a lock another thread holds would stay held in the child)."""
+    if not portable.CAN_FORK or threading.active_count() != 1:
+        return 1
+    if jobs is None:
+        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+    return jobs
+
+
+class ImageJobs:
+    def __init__(self, scan: ImageScan, jobs: int):
+        self.scan, self.jobs = scan, jobs
+        self.children: dict[int, tuple] = {}  # share -> (process, folders down, results up)
+        self.held: dict[int, collections.deque[Folder]] = {}  # what each was handed
+        self.alive: set[int] = set()
+        self.tries: collections.Counter[int] = collections.Counter()  # lost, by folder
+        self._ends: list = []  # the pipes' ends this process keeps: closed in every child
+
+    # -- the calling process -----------------------------------------------------------------
+    def walk(self, image: str, container: Container, tsk: TskImage, volume: Volume, root: str,
+             origin: tuple) -> None:  # fmt: skip
+        """The file system's folders, judged by the processes and delivered here. The
+        ``container`` and ``tsk`` are this process's: what is left when no process is left
+        is walked with them."""
+        scan = self.scan
+        stats = scan.engine.stats
+        said: set[str] = set()
+
+        def error(message: str) -> None:
+            if message not in said:  # each process meets a failed layer: said once
+                said.add(message)
+                scan._error(image, message)
+
+        top: Folder = (int(volume.fs.info.root_inum), root, 0)
+        stack, seen = [top], {top[0]}
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # a child must not inherit, and write again, buffered output
+        gc.freeze()  # what exists now lives as long as the scan: kept out of the children's gc
+        shared_stop = mmap.mmap(-1, 1)  # read for every file: a byte, not an Event's lock
+        job = (image, volume.number, root, origin, shared_stop)
+        for _ in range(self.jobs):
+            self._start(job)
+        started = self.jobs
+        deadline = None
+        wait_s = _STOP_S
+        try:
+            while self.alive and (stack or any(self.held[s] for s in self.alive)):
+                if scan.stop.is_set():
+                    shared_stop[0] = 1
+                    deadline = deadline or time.monotonic() + _GRACE_S
+                    if time.monotonic() >= deadline:
+                        wait_s = 0.0  # what they are still reading is not wanted
+                        break
+                else:
+                    self._hand_out(stack)
+                ended = 0
+                for message in self._answers(stack):
+                    if message is None:
+                        ended += 1
+                    else:
+                        self._take(message, stack, seen, error)
+                for _ in range(ended):
+                    if started < _REPLACEMENTS * self.jobs and not scan.stop.is_set():
+                        self._start(job)  # the scan keeps its processes
+                        started += 1
+                scan.tick(image)
+        except BaseException:
+            shared_stop[0] = 1  # Ctrl-C, output closed: the processes stop too
+            raise
+        finally:
+            for share in self.alive:
+                with contextlib.suppress(OSError):
+                    self.children[share][1].send(None)
+            end_processes([child for child, _, _ in self.children.values()], wait_s)
+            for child, tasks, results in self.children.values():
+                child.join()
+                tasks.close()
+                results.close()
+            shared_stop.close()
+        if stack and not scan.stop.is_set():
+            # No process is left to hand them to: what is left is walked here.
+            report = Report(stats.count, stats.problem, error)
+            here = FolderScan(scan, container, tsk, volume, root, origin, report)
+            scan.walk_folders(image, here, stack, seen)
+
+    def _start(self, job: tuple) -> None:
+        context = multiprocessing.get_context("fork")
+        share = len(self.children)
+        tasks_in, tasks_out = context.Pipe(duplex=False)
+        results_in, results_out = context.Pipe(duplex=False)
+        child = context.Process(
+            target=self._child,
+            args=(*job, tasks_in, results_out, tuple(self._ends)),
+            name=f"rmmscan-image-{share}",
+            daemon=True,
+        )
+        child.start()
+        tasks_in.close()
+        results_out.close()
+        self._ends += (tasks_out, results_in)
+        self.children[share] = (child, tasks_out, results_in)
+        self.held[share] = collections.deque()
+        self.alive.add(share)
+
+    def _hand_out(self, stack: list[Folder]) -> None:
+        """Folders from the top of the stack to each process holding fewer than IN_FLIGHT."""
+        held = self.held
+        for share in sorted(self.alive, key=lambda s: len(held[s])):
+            while stack and len(held[share]) < IN_FLIGHT:
+                where = stack.pop()
+                try:
+                    self.children[share][1].send(where)
+                except OSError:  # it died: its end is read from its results pipe
+                    stack.append(where)
+                    break
+                held[share].append(where)
+
+    def _answers(self, stack: list[Folder]):
+        """What the processes answered, waiting at most _PROGRESS_S for the first; None for
+        a process that ended (its pipe's end comes after everything it sent)."""
+        alive = [self.children[s][2] for s in self.alive]
+        for results in multiprocessing.connection.wait(alive, _PROGRESS_S):
+            share = next(s for s in self.alive if self.children[s][2] is results)
+            try:
+                message = results.recv()
+            except EOFError:
+                self._lost(share, stack)
+                yield None
+                continue
+            self.held[share].remove(message[0])
+            yield message
+
+    def _lost(self, share: int, stack: list[Folder]) -> None:
+        """A process ended before it was told to. A folder it held goes back on the stack
+        once (the process may have died of something else: the OOM killer, an operator); a
+        folder held by two that died is said, with how the second ended, and not handed out
+        again: it may be what kills them."""
+        self.alive.discard(share)
+        child = self.children[share][0]
+        child.join()
+        how = how_it_ended(child.exitcode)
+        held = self.held[share]
+        for where in held:
+            self.tries[where[0]] += 1
+            if self.tries[where[0]] < _TRIES:
+                stack.append(where)
+                continue
+            message = f"the scan process reading this folder ended ({how}), as one had before"
+            self.scan.engine.stats.problem(
+                where[1], "failed", f"{message}: it and the folders below it were not scanned"
+            )
+        held.clear()
+
+    def _take(self, message, stack: list[Folder], seen: set[int], error) -> None:
+        """One folder's answer: counted, said, delivered; its subfolders go on the stack."""
+        _where, batch, subfolders, counts, problems, errors, cache = message
+        engine = self.scan.engine
+        stats = engine.stats
+        for what, n in counts.items():
+            stats.count(what, n)
+        for problem in problems:
+            stats.problem(*problem)
+        for text in errors:
+            error(text)
+        if cache is not None and engine.cache is not None:
+            engine.cache.failed(*cache)
+        if batch is not None:
+            if type(batch) is tuple:  # counts alone (see _child)
+                batch = Batch(*batch)
+            engine.deliver(batch)
+        stack.extend(reversed(unseen(subfolders, seen)))
+
+    # -- a scan process ------------------------------------------------------------------------
+    def _child(self, image, number, root, origin, shared_stop, tasks, results, parent_ends):
+        """Lists and judges the folders it is sent until it is sent None. Leaves with os._exit:
+        nothing inherited (the cache's and the state's SQLite connections, the output's
+        buffer) is closed or flushed here."""
+        code = 0
+        try:
+            # Ends of the other processes' pipes: held here, a parent that died would leave
+            # a process waiting on them for ever.
+            for end in parent_ends:
+                end.close()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
+            scan = self.scan
+            scan.stop = stop = ChildStop(shared_stop)
+            signal.signal(signal.SIGTERM, stop.signalled)
+            counts: collections.Counter = collections.Counter()
+            problems: list = []
+            errors: list = []
+
+            def count(what: str, n: int = 1) -> None:
+                counts[what] += n
+
+            report = Report(count, lambda *problem: problems.append(problem), errors.append)
+            cache = scan.engine.cache
+            cache_said = False
+            container = open_container(image)  # its own descriptors and handles
+            tsk = TskImage(container)
+            _kind, found = volumes(tsk)
+            volume = next((v for v in found if v.number == number and v.fs is not None), None)
+            if volume is None:
+                raise RuntimeError(f"partition {number} is not there when the image is reopened")
+            fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
+            while (where := tasks.recv()) is not None:
+                found = fs_scan.visit(where)
+                batch, subfolders = found if found is not None else (None, [])
+                if batch is not None and not (batch.rows or batch.suppressed or batch.store
+                                              or batch.gone or batch.problems):  # fmt: skip
+                    # Most folders: their counts alone (a Batch pickles at 6 times the size).
+                    batch = (batch.folder, batch.files, batch.pe, batch.signed, batch.cached)
+                failed = None
+                if cache is not None and cache.failure is not None and not cache_said:
+                    cache_said, failed = True, (cache.failure, cache.damaged)
+                results.send((where, batch, subfolders, dict(counts), problems, errors, failed))
+                counts.clear()
+                problems.clear()
+                errors.clear()
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            code = 1  # the parent is gone: nobody to report to
+        except BaseException:
+            code = 1
+            try:  # a bug or a library's failure: the traceback, as a thread's would be
+                sys.stderr.write(traceback.format_exc())
+                sys.stderr.flush()
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)

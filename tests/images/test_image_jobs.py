@@ -1,0 +1,189 @@
+"""`rmmscan image -j N`: a live volume's folders shared among N scan processes
+(engine/imagejobs.py). The same rows whatever N and whatever the container (a libyal handle
+is reopened in each process); a process killed mid-scan costs the folders it held, which are
+named, and nothing else; a scan whose every process died ends the walk itself; SIGTERM ends
+them all. Real images built by tests/images/build.py, the real command, real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.images.build import ntfs_volume, partitioned, to_e01, to_vmdk
+from tests.images.tree import make_tree
+
+from conftest import SAMPLES, TEST_ROOT
+
+RMMSCAN = [sys.executable, "-m", "rmmscan"]
+FOLDERS = 150
+SIGNED = SAMPLES / "pe" / "dwsnet-ou.exe"
+
+
+def command(image: Path, state: Path, *extra: str) -> list[str]:
+    return [*RMMSCAN, "image", str(image), "--format", "jsonl", "--no-cache", "--no-progress",
+            "--state-dir", str(state), "--trusted-roots", str(TEST_ROOT), *extra]  # fmt: skip
+
+
+def rows_of(stdout: bytes) -> list[dict]:
+    return [json.loads(line) for line in stdout.decode().splitlines() if line]
+
+
+def comparable(rows: list[dict]) -> Counter:
+    """Every column but the two a scan stamps (Timestamp, ReportId)."""
+    drop = ("Timestamp", "ReportId")
+    return Counter(
+        json.dumps({k: v for k, v in row.items() if k not in drop}, sort_keys=True) for row in rows
+    )
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def windows(work):
+    """The shared Windows-like tree (hives, a named stream, Unicode and long names)."""
+    tree = make_tree(work / "tree")
+    return ntfs_volume(tree, work / "ntfs.img", ads=tree.ads)
+
+
+@pytest.fixture(scope="module")
+def wide(work) -> Path:
+    """FOLDERS folders, each with a DWSNET-signed PE, a text file and a subfolder with
+    another: long enough a scan for a test to stop its processes in the middle."""
+    root = work / "wide"
+    for i in range(FOLDERS):
+        folder = root / f"d{i:03}"
+        (folder / "sub").mkdir(parents=True)
+        shutil.copyfile(SIGNED, folder / "agent.exe")
+        shutil.copyfile(SIGNED, folder / "sub" / "helper.exe")
+        (folder / "notes.txt").write_text(f"folder {i}\n")
+    return ntfs_volume(root, work / "wide.img")
+
+
+@pytest.mark.parametrize("kind", ["raw", "e01", "vmdk"])
+def test_every_number_of_processes_gives_the_same_rows(kind, windows, work):
+    image = {
+        "raw": lambda: windows,
+        "e01": lambda: to_e01(windows, work / "e01" / "disk"),
+        "vmdk": lambda: to_vmdk(partitioned([windows], work / "gpt.img", "gpt"),
+                                work / "disk.vmdk", split=True),  # fmt: skip
+    }[kind]()
+    runs = {}
+    for jobs in (1, 2, 3):
+        proc = subprocess.run(command(image, work / f"state-{kind}-{jobs}", "-j", str(jobs),
+                                      "--emit", "all", "--deleted"),
+                              capture_output=True, timeout=180)  # fmt: skip
+        assert proc.returncode == 1, proc.stderr.decode()
+        assert b"Traceback" not in proc.stderr
+        runs[jobs] = comparable(rows_of(proc.stdout))
+    assert sum(runs[1].values()) > 10
+    assert any('"RuleId": ""' not in row for row in runs[1])  # detections among them
+    assert runs[1] == runs[2] == runs[3]
+
+
+def start(image: Path, state: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """rmmscan scanning ``image`` with two processes, both stopped (SIGSTOP) as soon as
+    they exist: the scan cannot end until the test lets it."""
+    proc = subprocess.Popen(command(image, state, "-j", "2", "--emit", "all"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while len(children) < 2:
+        assert time.monotonic() < deadline, "no scan processes"
+        assert proc.poll() is None, proc.communicate()
+        children = parent.children()
+        time.sleep(0.002)
+    for child in children:
+        child.send_signal(signal.SIGSTOP)
+    time.sleep(0.3)  # the parent has handed out what it hands out
+    return proc, children
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, list[dict], str]:
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, rows_of(out), err.decode()
+
+
+def lost_folders(err: str) -> set[str]:
+    mark = ": the scan process reading this folder ended (killed by SIGKILL), as one had before"
+    return {line[len("rmmscan: ") :].split(mark)[0] for line in err.splitlines() if mark in line}
+
+
+def check_nothing_else_lost(rows: list[dict], lost: set[str]) -> None:
+    """Every PE of the volume is in the rows once, but for those in or below a lost folder."""
+    found = Counter(r["FolderPath"] for r in rows if r["Signer"] == "DWSNET OÜ")
+    for i in range(FOLDERS):
+        folder = f"\\\\?\\image\\p0\\d{i:03}"
+        for path in (f"{folder}\\agent.exe", f"{folder}\\sub\\helper.exe"):
+            gone = any(path.startswith(where.rstrip("\\") + "\\") for where in lost)
+            assert found[path] == (0 if gone else 1), path
+
+
+def test_a_killed_scan_process_costs_nothing(wide, work):
+    """Its folders are handed out again, to the other process and to the one that
+    replaces it: every file is reported, once."""
+    proc, (victim, other) = start(wide, work / "state-kill")
+    victim.send_signal(signal.SIGKILL)
+    other.send_signal(signal.SIGCONT)
+    code, rows, err = finish(proc)
+    assert code == 1, err
+    assert "ended" not in err, err
+    check_nothing_else_lost(rows, set())
+    assert len(rows) == 2 * FOLDERS
+
+
+def test_folders_whose_processes_die_twice_are_said_and_the_rest_is_scanned(wide, work):
+    """Every scan process is killed as soon as it is seen: the folders they held are handed
+    out once more, then said; when no more processes are started, this process walks the
+    rest itself."""
+    proc = subprocess.Popen(command(wide, work / "state-all", "-j", "2", "--emit", "all"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    parent = psutil.Process(proc.pid)
+    killed = set()
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            for child in parent.children():
+                if child.pid not in killed:
+                    child.send_signal(signal.SIGKILL)
+                    killed.add(child.pid)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.001)
+    code, rows, err = finish(proc)
+    assert b"Traceback" not in err.encode()
+    assert len(killed) == 4, err  # two, then each replaced once: then no more
+    lost = lost_folders(err)
+    assert lost, err
+    check_nothing_else_lost(rows, lost)
+    assert code == (1 if any(r["RuleId"] for r in rows) else 2), err
+
+
+def test_sigterm_ends_the_scan_and_its_processes(wide, work):
+    proc, children = start(wide, work / "state-term")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code, rows, err = finish(proc)
+    assert time.monotonic() - started < 10, err
+    assert b"Traceback" not in err.encode()
+    assert "interrupted" in err.lower(), err
+    assert len(rows) < 2 * FOLDERS
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
