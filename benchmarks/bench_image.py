@@ -14,6 +14,7 @@ with fast deflate for the E01), once per --files and --seed, under benchmarks/.w
 Each round runs, in an order that rotates by round (one warm-up pass first, page cache warm):
 
     rmmscan image RAW --no-cache --format jsonl -o /dev/null   (and E01)
+    rmmscan image RAW ... -j 1                                  (and E01: one process)
     fls -r -p RAW > /dev/null                                   (and fls -r -p -i ewf E01)
 
 and the same scan of the tests' tree alone (19 files: the start-up any scan costs), and
@@ -22,7 +23,7 @@ rmmscan's wall time to fls's on the same container. The machine is shared and no
 to a baseline of the same run are what count, the files/s are context.
 
     .venv/bin/python benchmarks/bench_image.py [--files 20000] [--repeat 5] [--profile]
-        [--variant LABEL=COMMIT ...]
+        [--variant LABEL=COMMIT ...] [--no-one-process]
     .venv/bin/python benchmarks/bench_image.py --walk /tmp/dfvfs-venv/bin/python
 
 --variant also measures, in the same rounds, the image reader (sources/image: container.py,
@@ -67,6 +68,7 @@ VERSION = 3  # bump when the image's layout or contents change: it is rebuilt on
 MIB = 1024 * 1024
 
 TARGET_RAW = 20_000  # files/s
+ONE_PROCESS = "j1"  # the label of the scans with -j 1: the default's baseline, same rounds
 TARGET_E01 = 5_000
 
 sys.path.insert(0, str(ROOT))  # tests.images
@@ -268,15 +270,19 @@ def commands(
     state: Path,
     variants: list[tuple[str, Path]],
     containers: tuple[str, ...] = ("raw", "e01"),
+    labels: tuple[str, ...] = (),
 ) -> dict[str, tuple[list[str], dict]]:
     """key -> (argv, environment). Each variant (label, an agent/ directory) scans both
     containers with its own code (PYTHONPATH): before and after, measured in one run."""
 
-    def scan(image: Path, tag: str, agent: Path) -> tuple[list[str], dict]:
+    def scan(image: Path, tag: str, agent: Path, *extra: str) -> tuple[list[str], dict]:
         argv = [PY, "-m", "rmmscan", "image", str(image), "--no-cache", "--format", "jsonl",
                 "-o", "/dev/null", "--no-progress", "--trusted-roots", str(TEST_ROOT),
-                "--state-dir", str(state / tag)]  # fmt: skip
-        return argv, {**os.environ, "PYTHONPATH": str(agent)}
+                "--state-dir", str(state / tag), *extra]  # fmt: skip
+        # The modules' bytecode is used and written as an installed program's is (pip
+        # compiles it at install; the warm-up round writes an editable install's).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return argv, {**env, "PYTHONPATH": str(agent)}
 
     plain = dict(os.environ)
     cmds = {}
@@ -285,6 +291,10 @@ def commands(
         for name, image in (("raw", raw), ("e01", e01)):
             if name in containers:
                 cmds[f"rmmscan_{name}{suffix}"] = scan(image, f"{name}{suffix}", agent)
+    for name, image in (("raw", raw), ("e01", e01)):
+        if name in containers and ONE_PROCESS in labels:
+            key = f"{name}@{ONE_PROCESS}"
+            cmds[f"rmmscan_{key}"] = scan(image, key, ROOT / "agent", "-j", "1")
     cmds["rmmscan_small"] = scan(small, "small", ROOT / "agent")
     if "raw" in containers:
         cmds["fls_raw"] = (["fls", "-r", "-p", str(raw)], plain)
@@ -563,6 +573,11 @@ def main() -> None:
         help="also measure the image reader as it is at COMMIT, same run",
     )
     parser.add_argument("--containers", default="raw,e01", help="raw, e01 or both (raw,e01)")
+    parser.add_argument(
+        "--no-one-process",
+        action="store_true",
+        help=f"leave out the scans with -j 1 (results label '{ONE_PROCESS}')",
+    )
     parser.add_argument("--no-save", action="store_true", help="print, do not write the JSON")
     opts = parser.parse_args()
 
@@ -600,11 +615,13 @@ def main() -> None:
         state = WORK / "state"
         shutil.rmtree(state, ignore_errors=True)
         containers = tuple(opts.containers.split(","))
-        cmds = commands(raw, e01, small, state, variants, containers)
+        labels = [label for label, _ in variants]
+        if not opts.no_one_process:
+            labels.append(ONE_PROCESS)
+        cmds = commands(raw, e01, small, state, variants, containers, tuple(labels))
         record["commands"] = {k: " ".join(argv) for k, (argv, _env) in cmds.items()}
         runs, seen = measure(cmds, opts.repeat)
         record["runs"] = runs
-        labels = [label for label, _ in variants]
         record["results"] = results(runs, seen, image["files"], labels, containers)
         if opts.profile:
             record["profile"] = {name: profile(cmds[f"rmmscan_{name}"][0], name)

@@ -8,6 +8,7 @@ them all. Real images built by tests/images/build.py, the real command, real sig
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -187,3 +188,12 @@ def test_sigterm_ends_the_scan_and_its_processes(wide, work):
     assert len(rows) < 2 * FOLDERS
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
+
+
+def test_by_default_a_small_file_system_is_walked_in_this_process():
+    from rmmscan.engine.imagejobs import SMALL_RECORDS, jobs_for
+
+    cpus = min(os.cpu_count() or 1, 4)
+    assert jobs_for(None, SMALL_RECORDS - 1) == 1
+    assert jobs_for(None, SMALL_RECORDS) == cpus
+    assert jobs_for(3, 10) == 3  # asked for: always

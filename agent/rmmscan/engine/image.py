@@ -168,7 +168,7 @@ class ImageScan:
         if unchanged is None and not scope:
             from .imagejobs import ImageJobs, jobs_for
 
-            jobs = jobs_for(self.jobs)
+            jobs = jobs_for(self.jobs, int(volume.fs.info.inum_count))
             if jobs > 1:
                 ImageJobs(self, jobs).walk(image, container, tsk, volume, root, origin)
                 return
