@@ -166,7 +166,7 @@ class Engine:
 
             self.cache = open_cache(self.state.directory, self.warn, self.options.cache_scope)
         self.fingerprint = judgement_fingerprint(
-            self.pack, self.allowlist, self.options.emit, self.generation, self.device
+            self.pack, self.allowlist, self.options, self.generation, self.device
         )
         self._report_ids = _ReportIds(self.state)
 
@@ -176,7 +176,7 @@ class Engine:
         the local disk's cache rows. Called between batches, in the delivering thread."""
         self.device = device
         self.fingerprint = judgement_fingerprint(
-            self.pack, self.allowlist, self.options.emit, self.generation, device
+            self.pack, self.allowlist, self.options, self.generation, device
         )
         if self.cache is not None:
             self.cache.flush()
@@ -232,6 +232,7 @@ class Engine:
                 record,
                 now,
                 self.generation,
+                self.options.max_read,
             )
         except BaseException:
             if stream is not None:
@@ -256,6 +257,9 @@ class Engine:
         out.problems += [
             (path, "failed", f"internal error in inspection: {printable(e)}") for e in errors
         ]
+        if facts.too_large and out.pe:
+            # Counted with what could not be read; its rows are made and its signatures judged.
+            out.problems.append((path, "unreadable", f"not hashed or verified: {facts.too_large}"))
         if changed:
             out.problems.append((path, "changed", changed))
             mark = str(Anomaly.CHANGED_DURING_READ)
@@ -353,10 +357,14 @@ def trust_generation(options: Options) -> str:
     return h.hexdigest()
 
 
-def judgement_fingerprint(pack, allowlist, emit: str, generation: str, device) -> str:
+def judgement_fingerprint(pack, allowlist, options: Options, generation: str, device) -> str:
     """What a file's verdict by the rules depends on besides the file and its path: the rules,
-    the allowlist, the emission policy, the trust options and the device's name."""
-    h = hashlib.sha1(f"{emit}|{generation}|{device.device_id}|{device.device_name}".encode())
+    the allowlist, the emission policy, the read bound (a file over it is judged on other
+    columns), the trust options and the device's name."""
+    h = hashlib.sha1(
+        f"{options.emit}|{options.max_read}|{generation}|{device.device_id}|"
+        f"{device.device_name}".encode()
+    )
     for rule in pack.rules:
         h.update(f"|{rule.id}|{rule.query_text}".encode())
     if allowlist is not None:

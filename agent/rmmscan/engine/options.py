@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..inspect.hashes import DEFAULT_MAX_READ
 from ..rules.judge import EMIT_DETECTIONS
 
 
@@ -22,3 +23,7 @@ class Options:
     cache: bool = True  # read and update the scan cache
     cache_scope: str = ""  # '' for the local file systems; an image's evidence id
     source: str = "sweep"  # the ScanSource column
+    # Bytes of one file read at most to hash and verify it; 0: no bound. A PE's contents lie
+    # within 4 GiB (32-bit file offsets), so a larger file is not read whole: its signatures
+    # are still reported and judged by the rules (rows/facts.py).
+    max_read: int = DEFAULT_MAX_READ

@@ -23,6 +23,12 @@ from .. import portable
 CHUNK = 1024 * 1024
 PARALLEL_MIN = 16 * CHUNK  # below this, a thread costs more than it saves
 _IN_FLIGHT = 4  # chunks queued for the MD5 thread: memory stays at a few MiB
+# How much of one file may be read to hash and verify it, by default (Options.max_read; 0: no
+# bound). The PE format addresses its contents with 32-bit file offsets, the certificate
+# table's included, so no part of a PE lies past 4 GiB: a larger file is a PE with data
+# appended, or a size that lies (a sparse file, an inode edited in an image) and would be
+# read as zeros for hours.
+DEFAULT_MAX_READ = 1 << 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,22 @@ def hash_stream(stream: BinaryIO, limit: int | None = None) -> FileHashes:
         md5.update(chunk)
         total += n
     return FileHashes(sha1.hexdigest(), sha256.hexdigest(), md5.hexdigest(), total)
+
+
+def over_bound(size: int, bound: int) -> str | None:
+    """Why a file of `size` bytes is not hashed or verified under the read bound `bound` (0: no
+    bound), or None when it is read whole."""
+    if not bound or size <= bound:
+        return None
+    return f"{size:,} bytes, more than the {size_text(bound)} read bound (--max-read)"
+
+
+def size_text(n: int) -> str:
+    """A size as it is written on the command line's side: 4 GiB, 512 MiB, 100 KiB, or bytes."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift:,} {unit}"
+    return f"{n:,} bytes"
 
 
 # Not on Windows, nor where RMMSCAN_PORTABLE=1 forces the portable paths: then a file is

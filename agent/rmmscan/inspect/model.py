@@ -19,7 +19,7 @@ class Status(StrEnum):
     EXPIRED = "Expired"  # the signer's certificate is outside its validity, no timestamp
     DISTRUSTED = "Distrusted"  # a certificate of the chain is on the distrust list
     MALFORMED = "Malformed"  # the signature cannot be parsed or is structurally wrong
-    NOT_CHECKED = "NotChecked"  # not verified (verification was not asked for)
+    NOT_CHECKED = "NotChecked"  # not verified: not asked for, or the file is over the read bound
 
 
 class Anomaly(StrEnum):
@@ -46,6 +46,9 @@ class Anomaly(StrEnum):
     INTERNAL_ERROR = "internal_error"  # an unexpected exception; see Inspection.errors
     DELETED_ON_DISK = "deleted_on_disk"  # a running process maps it; its name leads nowhere
     MEMORY_FILE = "memory_file"  # a process's memfd: a file that never was on a disk
+    # Larger than the read bound (Options.max_read): its signatures are read, but it is not
+    # hashed or verified, since both read the whole file (a PE's contents lie within 4 GiB).
+    TOO_LARGE = "too_large_to_read"
 
 
 @dataclass(frozen=True, slots=True)

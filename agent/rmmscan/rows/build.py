@@ -82,6 +82,11 @@ def hash_columns(hashes: FileHashes) -> dict:
     return {"SHA1": hashes.sha1, "SHA256": hashes.sha256, "MD5": hashes.md5}
 
 
+# The HASH group of a file that is not read whole (over the read bound): null, as a column
+# never computed is.
+NOT_HASHED = {"SHA1": None, "SHA256": None, "MD5": None}
+
+
 def version_columns(version: dict[str, str]) -> dict:
     return {column: version.get(field) or None for column, field in VERSION_FIELDS.items()}
 
@@ -120,6 +125,22 @@ def verdict_rows(inspection: Inspection, verdicts: list[Verdict] | None) -> list
     return [
         verdict_columns(sig, verdicts[i] if verdicts is not None else None)
         for i, sig in enumerate(inspection.signatures)
+    ]
+
+
+def unread_verdict_rows(signatures: list[dict], why: str) -> list[dict]:
+    """The VERDICT group of a file that is not read whole (over the read bound), in the order
+    of its signature rows: a signature is not verified, since its digest covers the whole
+    file; an unsigned PE is Unsigned, which needs no read."""
+    detail = brief(f"not read: {why}")
+    return [
+        {
+            "IsTrusted": False,
+            "IsRootSignerMicrosoft": False,
+            "VerificationStatus": str(Status.NOT_CHECKED if sig["IsSigned"] else Status.UNSIGNED),
+            "VerificationDetail": detail if sig["IsSigned"] else None,
+        }
+        for sig in signatures
     ]
 
 

@@ -5,6 +5,11 @@ certificate table parsed; version information, hashes and verification are compu
 a rule reaches them or a row is emitted, and only hashes and verification read the whole file.
 A cache record (state/cache.py) pre-fills the groups an earlier scan computed, so an unchanged file
 is not opened at all unless a new rule needs a group the record lacks.
+
+A file larger than the read bound (``max_read``, inspect/hashes.py DEFAULT_MAX_READ) is never
+read whole: its signature rows are made as for any file (the rules still find it), every row
+carries ``too_large_to_read``, its hashes are null and its signatures NotChecked, whatever a
+cache record holds, so that its rows depend on the file and the options only.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
+from ..inspect.hashes import DEFAULT_MAX_READ, over_bound
+from ..inspect.model import Anomaly
 from ..sources.candidate import FileChanged
 from . import build as rows
 from .columns import FILE, GROUP, HASH, NAMES, SIGNATURE, VERDICT, VERSION
@@ -44,6 +51,7 @@ class FileFacts:
         record: dict | None = None,
         now: dt.datetime | None = None,
         generation: str = "",
+        max_read: int = DEFAULT_MAX_READ,
     ):
         self.file = file  # the FILE group
         self._opener = opener
@@ -61,6 +69,12 @@ class FileFacts:
         self.changed: str | None = None
         self.now = now or dt.datetime.now(dt.UTC)
         self.generation = generation  # of the trust options: verdicts of others don't count
+        # Why the file is not hashed or verified (it is over the read bound), or None. The
+        # record keeps only what was read; the marks, null hashes and NotChecked verdicts are
+        # made over it here (the caller reports the file, and does not cache its outcome).
+        self.too_large: str | None = over_bound(file["FileSize"], max_read)
+        self._marked: list[dict] | None = None  # its signature rows, marked too_large_to_read
+        self._unverified: list[dict] | None = None  # and their verdicts, NotChecked
         if self.record.get("verdict") is not None and (
             self.record.get("gen") != generation or self._verdicts_stale()
         ):
@@ -122,7 +136,13 @@ class FileFacts:
         return value
 
     def signature_rows(self) -> list[dict]:
-        return self._group("sig", lambda: rows.signature_rows(self.inspection))
+        found = self._group("sig", lambda: rows.signature_rows(self.inspection))
+        if self.too_large is None:
+            return found
+        if self._marked is None:
+            mark = str(Anomaly.TOO_LARGE)
+            self._marked = [dict(r, Anomalies=with_anomaly(r["Anomalies"], mark)) for r in found]
+        return self._marked
 
     def version(self) -> dict:
         def compute():
@@ -136,6 +156,9 @@ class FileFacts:
         return self._group("version", compute)
 
     def hashes(self) -> dict:
+        if self.too_large is not None:
+            return dict(rows.NOT_HASHED)
+
         def compute():
             from ..inspect import hash_stream
 
@@ -151,6 +174,11 @@ class FileFacts:
         return self._group("hash", compute)
 
     def verdict_rows(self) -> list[dict]:
+        if self.too_large is not None:
+            if self._unverified is None:
+                self._unverified = rows.unread_verdict_rows(self.signature_rows(), self.too_large)
+            return self._unverified
+
         def compute():
             inspection = self.inspection
             self._hash_meanwhile()
