@@ -75,12 +75,13 @@ KNOWN_KEYS = [
     "stream", "tenant_id", "client_id", "client_secret_env", "client_secret_file",
     "certificate_file", "managed_identity", "authority", "agent", "roots", "watch", "settle",
     "rescan_interval", "process_interval", "heartbeat_interval", "max_cpu_percent", "nice",
-    "watch_queue", "log", "log_max_bytes", "log_keep",
+    "watch_queue", "log", "log_max_bytes", "log_keep", "max_read",
 ]  # fmt: skip
 USEFUL = [
     "jsonl", "syslog", "hec", "logs-ingestion", "detections", "signed", "all", "udp", "tcp",
     "tls", "local0", "https://h:1", "http://h", "h:514", "[::1]:1", "30s", "5m", "500ms",
     SECRET_ENV, "fuzz.secret", "open.secret", "~", "~root/x", ".", "/dev/zero", "/proc",
+    "4G", "100K", "0",
 ]  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..config.source import ConfigError
 from ..engine.engine import Engine, OptionsError
 from ..engine.options import Options
+from ..inspect.hashes import DEFAULT_MAX_READ
 from ..sinks.forward import ForwardingSink
 from ..sinks.outbox import OutboxError
 from ..sinks.select import Selected, widest
@@ -43,6 +44,7 @@ Drive = Callable[[Engine, "Config | None", "Console", threading.Event], None]
 def options_from(args, config: Config | None = None, source: str = "sweep") -> Options:
     """The command line's options, and the configuration's where the command line is silent;
     the rows made are those of the widest emission policy among the output and the sinks."""
+    max_read = args.max_read  # None: not given on the command line
     if config is None:
         return Options(
             rules=tuple(args.rules),
@@ -54,6 +56,7 @@ def options_from(args, config: Config | None = None, source: str = "sweep") -> O
             state_dir=args.state_dir,
             cache=not args.no_cache,
             source=source,
+            max_read=DEFAULT_MAX_READ if max_read is None else max_read,
         )
     c = config
     return Options(
@@ -66,6 +69,7 @@ def options_from(args, config: Config | None = None, source: str = "sweep") -> O
         state_dir=args.state_dir or c.state_dir,
         cache=not args.no_cache,
         source=source,
+        max_read=c.max_read if max_read is None else max_read,
     )
 
 

@@ -1,8 +1,9 @@
 """`rmmscan inspect FILE...`: every signature of each file, through the same engine as a scan
 (no rules: every row), as a report for people or as JSON Lines rows.
 
-Exit status: 0 every file reported; 2 a file could not be read, a bug met one, or an option is
-wrong (the other files are still reported).
+Exit status: 0 every file reported; 2 a file could not be read, or not whole (it is over the
+read bound, --max-read: its signatures are reported, not verified, and it is not hashed), a bug
+met one, or an option is wrong (the other files are still reported).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 from ..engine.engine import Batch, Engine, OptionsError
 from ..engine.options import Options
+from ..inspect.hashes import DEFAULT_MAX_READ
 from ..sinks.sink import SinkError, standard_output
 from ..sources.localfile import NamedFile
 from ..text import printable
@@ -35,6 +37,7 @@ def run(args) -> int:
         state_dir=args.state_dir,
         cache=False,
         source=SOURCE,
+        max_read=DEFAULT_MAX_READ if args.max_read is None else args.max_read,
     )
     try:
         engine = Engine(options, warn)
@@ -86,7 +89,8 @@ def _one(engine: Engine, name: str, fmt: str, out) -> bool:
 
 
 def _report(engine: Engine, candidate: NamedFile, name: str, out) -> bool:
-    from ..inspect import hash_stream, inspect_stream, version_info
+    from ..inspect import Anomaly, Status, Verdict, hash_stream, inspect_stream, version_info
+    from ..inspect.hashes import over_bound
     from ..sinks.report import write_report
 
     try:
@@ -95,12 +99,20 @@ def _report(engine: Engine, candidate: NamedFile, name: str, out) -> bool:
         _error(name, exc.strerror or str(exc))
         return False
     ok = True
+    too_large = over_bound(listing.size, engine.options.max_read)
     try:
         with stream:
             inspection = inspect_stream(stream, listing.size)
             is_pe = inspection.is_pe
-            verdicts = engine.inspector.verify(stream, inspection) if is_pe else None
-            hashes = hash_stream(stream) if is_pe else None
+            verdicts = hashes = None
+            if is_pe and too_large:  # as a scan's rows say it (rows/facts.py)
+                inspection.anomalies.append(Anomaly.TOO_LARGE)
+                detail = f"not read: {too_large}"
+                verdicts = [Verdict(Status.NOT_CHECKED, False, False, detail)
+                            for _ in inspection.signatures]  # fmt: skip
+            elif is_pe:
+                verdicts = engine.inspector.verify(stream, inspection)
+                hashes = hash_stream(stream, listing.size)
             version = version_info(stream, inspection.size, inspection.header) if is_pe else {}
         # Bugs inspection caught: said, and what was read is still reported.
         for error in inspection.errors:
@@ -108,6 +120,9 @@ def _report(engine: Engine, candidate: NamedFile, name: str, out) -> bool:
             ok = False
         if not is_pe:
             _error(name, f"not a PE file ({inspection.not_pe_reason}); no row")
+        elif too_large:
+            _error(name, f"not hashed or verified: {too_large}")
+            ok = False
         write_report(out, name, inspection, verdicts, hashes, version)
         out.flush()
     except BrokenPipeError:

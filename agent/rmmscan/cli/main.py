@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         default="table",
         help="table: a human report (default); jsonl: one row per signature",
     )
+    _max_read_option(ins)
     _trust_options(ins)
     from .rules import add_parser as add_rules
 
@@ -265,7 +266,31 @@ def _scan_options(p: argparse.ArgumentParser) -> None:
         "(default: the configuration's flush_timeout, else 30 s); what is left waits in the "
         "outbox for the next run",
     )
+    _max_read_option(p)
     _trust_options(p)
+
+
+def _max_read_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-read",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="read at most SIZE bytes of one file to hash and verify it: 4G, 512M, 100K or "
+        "bytes; 0 reads every file whole. Default: 4G (a PE addresses at most 4 GiB, so a "
+        "larger file is one with data appended, or a sparse one). A larger file keeps its "
+        "signature rows and rules, marked too_large_to_read, NotChecked, without hashes",
+    )
+
+
+def _size(text: str) -> int:
+    """Bytes, as --max-read takes them: "4G", "512M", "100K", a whole number, or 0."""
+    from ..config.schema import byte_size
+
+    try:
+        return byte_size(text)
+    except Exception as exc:  # the schema's _Bad: its message says what to write
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _jobs(text: str) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..inspect.hashes import DEFAULT_MAX_READ
 from ..rules.judge import EMIT_CHOICES, EMIT_DETECTIONS
 from ..sinks.transports.hec import HecSettings
 from ..sinks.transports.logs_ingestion import LogsIngestionSettings
@@ -84,6 +85,7 @@ class Config:
     system_roots: bool = True
     exclude: tuple[str, ...] = ()
     flush_timeout: float = DEFAULT_FLUSH_TIMEOUT_S
+    max_read: int = DEFAULT_MAX_READ  # bytes of one file hashed and verified at most; 0: all
     sinks: tuple[SinkConfig, ...] = field(default=())
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -202,6 +204,23 @@ def _address(value) -> tuple[str, int]:
     return host, port
 
 
+_SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+SIZE_FORMS = 'bytes, or a whole number with a unit: "4G", "512M", "100K" (K = 1024); 0 for no bound'
+
+
+def byte_size(value) -> int:
+    """Bytes, written as a whole number or a string with a binary unit: 4096, "100K", "512M",
+    "4G" (also "4GiB", any case); 0 is allowed (the caller says what it means)."""
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*([0-9]{1,20})\s*(?:([KMGT])(?:iB)?)?\s*", value, re.I)
+        if not found:
+            raise _Bad(f"must be {SIZE_FORMS}")
+        return int(found.group(1)) << _SIZE_UNITS[(found.group(2) or "").upper()]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Bad(f"must be {SIZE_FORMS}")
+    return value
+
+
 # -- the checker -----------------------------------------------------------------------------
 class _Checker:
     def __init__(self, path: Path, lines: KeyLines):
@@ -249,7 +268,7 @@ class _Checker:
     def config(self, document: dict) -> Config:
         top = {
             "state_dir", "rules", "allowlist", "trusted_roots", "distrust", "system_roots",
-            "exclude", "flush_timeout", "sinks", "agent",
+            "exclude", "flush_timeout", "max_read", "sinks", "agent",
         }  # fmt: skip
         self.unknown(document, "", top, "the top level takes " + ", ".join(sorted(top)))
         t = self.take
@@ -262,6 +281,7 @@ class _Checker:
             system_roots=t(document, "", "system_roots", _bool, True),
             exclude=t(document, "", "exclude", self.strings, ()),
             flush_timeout=t(document, "", "flush_timeout", duration, DEFAULT_FLUSH_TIMEOUT_S),
+            max_read=t(document, "", "max_read", byte_size, DEFAULT_MAX_READ),
         )
         sinks = document.get("sinks", {})
         found: list[SinkConfig] = []
@@ -327,9 +347,7 @@ class _Checker:
         }[kind]  # fmt: skip
         keys, settings = build(table, prefix)
         known |= keys
-        self.unknown(
-            table, prefix, known, f"a {kind} sink takes " + ", ".join(sorted(known))
-        )
+        self.unknown(table, prefix, known, f"a {kind} sink takes " + ", ".join(sorted(known)))
         if settings is None:
             return None
         insecure = bool(getattr(settings, INSECURE, False))
