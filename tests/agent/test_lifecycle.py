@@ -160,3 +160,25 @@ def test_a_kill_during_the_first_sweep_loses_nothing_and_the_restart_resumes(tmp
     expected = _detections([json.loads(line) for line in swept.stdout.splitlines()])
     assert expected
     assert expected <= before | _detections(again.rows())
+
+
+def test_the_configurations_read_bound_is_the_agents(tmp_path):
+    """max_read = "4K": every sample PE (8 KiB and more) is over it, every row marked and
+    unverified; the same agent without the key verifies them."""
+    tree = _tree(tmp_path)
+    marks = {}
+    for top in ('max_read = "4K"', ""):
+        folder = tmp_path / ("bound" if top else "default")
+        folder.mkdir()
+        config = agent_config(folder, [tree], agent=QUIET, top=top)
+        with AgentProcess(config) as agent:
+            agent.wait_log("swept")
+            assert agent.stop() < 5.0
+            rows = [r for r in agent.rows() if r["ScanSource"] == "sweep" and r["Signer"]]
+        assert rows
+        marks[top] = {("too_large_to_read" in (r["Anomalies"] or ""), r["VerificationStatus"])
+                      for r in rows}  # fmt: skip
+    assert {bound for bound, _ in marks['max_read = "4K"']} == {True}
+    assert {status for _, status in marks['max_read = "4K"']} == {"NotChecked"}
+    assert {bound for bound, _ in marks[""]} == {False}
+    assert "NotChecked" not in {status for _, status in marks[""]}

@@ -330,6 +330,7 @@ class Agent:
             system_roots=config.system_roots,
             state_dir=state_dir,
             source="sweep",
+            max_read=config.max_read,
         )
         engine = Engine(options, self._warn)
         warn_insecure(config.sinks, self._warn)
