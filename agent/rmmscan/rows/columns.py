@@ -46,7 +46,8 @@ COLUMNS: tuple[Column, ...] = (
        "(derived from the OS machine id)", D),
     _c("DeviceName", "string", FILE, "The machine's fully qualified name as the OS reports "
        "it, lower case; never localhost or an address", D),
-    _c("SHA1", "string", HASH, "SHA-1 of the whole file, lower-case hex", D),
+    _c("SHA1", "string", HASH, "SHA-1 of the whole file, lower-case hex; null when the file "
+       "is larger than the read bound (--max-read)", D, N),
     _c("IsSigned", "bool", SIGNATURE, "The file carries an Authenticode signature", D),
     _c("SignatureType", "string", SIGNATURE, "Embedded or Catalog", D, N),
     _c("Signer", "string", SIGNATURE,
@@ -73,8 +74,10 @@ COLUMNS: tuple[Column, ...] = (
        "undecodable bytes shown as U+FFFD (see FolderPathBytes)"),
     _c("FolderPathBytes", "string", FILE,
        "Base64 of the raw path bytes when the name is not valid UTF-8, else null", nullable=N),
-    _c("SHA256", "string", HASH, "SHA-256 of the whole file, lower-case hex"),
-    _c("MD5", "string", HASH, "MD5 of the whole file, lower-case hex"),
+    _c("SHA256", "string", HASH, "SHA-256 of the whole file, lower-case hex; null when the "
+       "file is larger than the read bound (--max-read)", nullable=N),
+    _c("MD5", "string", HASH, "MD5 of the whole file, lower-case hex; null when the file is "
+       "larger than the read bound (--max-read)", nullable=N),
     _c("FileSize", "long", FILE, "Size in bytes"),
     _c("SignatureIndex", "int", SIGNATURE, "0 = the primary signature, 1.. = nested, depth first"),
     _c("SignerSubject", "string", SIGNATURE,
