@@ -209,3 +209,53 @@ def test_by_default_a_small_file_system_is_walked_in_this_process():
     assert jobs_for(None, SMALL_RECORDS - 1) == 1
     assert jobs_for(None, SMALL_RECORDS) == cpus
     assert jobs_for(3, 10) == 3  # asked for: always
+
+
+def test_a_second_scan_with_processes_comes_from_the_cache(wide, work):
+    """The processes read the scan cache through connections of their own (Cache.forked);
+    what the first scan stored, the second finds: every file, the same rows."""
+    state = work / "state-cache"
+    runs = []
+    for _ in range(2):
+        argv = [a for a in command(wide, state, "-j", "2", "--emit", "all") if a != "--no-cache"]
+        proc = subprocess.run(argv, capture_output=True, timeout=180)
+        assert proc.returncode == 1, proc.stderr.decode()
+        runs.append((comparable(rows_of(proc.stdout)), proc.stderr.decode()))
+    (first, _), (second, err) = runs
+    assert first == second
+    assert sum(first.values()) == 2 * FOLDERS
+    cached = int(err.split("from the cache: ")[1].split()[0].replace(",", ""))
+    assert cached == 3 * FOLDERS, err  # every file: two PE files and a text file a folder
+
+
+def _holds(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
+    except OSError:  # an fd closed while it was read
+        return False
+
+
+def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, work):
+    """The image is renamed once the scanning process holds it open, before it starts its
+    processes: they cannot open it again; it says so once and walks the volume itself."""
+    image = work / "renamed-source.img"
+    shutil.copyfile(wide, image)
+    argv = command(image, work / "state-unable", "-j", "2", "--emit", "all")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "the image never opened"
+        if _holds(proc.pid, image):
+            proc.send_signal(signal.SIGSTOP)
+            if _holds(proc.pid, image):  # still open, and stopped before its processes start
+                break
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.001)
+    assert not psutil.Process(proc.pid).children()
+    image.rename(work / "renamed-away.img")
+    proc.send_signal(signal.SIGCONT)
+    code, rows, err = finish(proc)
+    assert code == 1, err
+    assert err.count("a scan process could not open the image again") == 1, err
+    check_nothing_else_lost(rows, set())

@@ -35,6 +35,7 @@ from .. import portable
 from ..sources.image.container import Container, open_container
 from ..sources.image.filesystem import Folder, unseen
 from ..sources.image.volumes import TskImage, Volume, volumes
+from ..text import printable
 from .engine import Batch
 from .image import FolderScan, ImageScan, Report
 from .processes import ChildStop, end_processes, how_it_ended
@@ -48,6 +49,7 @@ IN_FLIGHT = 2  # folders given to a process before it answers: it never waits fo
 _PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
 _GRACE_S = 0.5  # a stopped scan waits this long for a process in the middle of a file
 _STOP_S = 2.0
+SETUP = "setup"  # a process's first word when it cannot open the image: (SETUP, why)
 _TRIES = 2  # processes a folder may see die before it is said and left
 _REPLACEMENTS = 2  # at most this many times `jobs` processes are started for one volume
 
@@ -74,6 +76,8 @@ class ImageJobs:
         self.alive: set[int] = set()
         self.tries: collections.Counter[int] = collections.Counter()  # lost, by folder
         self._ends: list = []  # the pipes' ends this process keeps: closed in every child
+        self._said_unable = False
+        self.scan_image = ""
 
     # -- the calling process -----------------------------------------------------------------
     def walk(self, image: str, container: Container, tsk: TskImage, volume: Volume, root: str,
@@ -83,6 +87,7 @@ class ImageJobs:
         is walked with them."""
         scan = self.scan
         stats = scan.engine.stats
+        self.scan_image = image
         said: set[str] = set()
 
         def error(message: str) -> None:
@@ -107,6 +112,8 @@ class ImageJobs:
                 if scan.stop.is_set():
                     shared_stop[0] = 1
                     deadline = deadline or time.monotonic() + _GRACE_S
+                    if not any(self.held[s] for s in self.alive):
+                        break  # every answer is in: nothing more is handed out
                     if time.monotonic() >= deadline:
                         wait_s = 0.0  # what they are still reading is not wanted
                         break
@@ -186,8 +193,24 @@ class ImageJobs:
                 self._lost(share, stack)
                 yield None
                 continue
+            if message[0] == SETUP:
+                self._unable(share, message[1], stack)
+                continue
             self.held[share].remove(message[0])
             yield message
+
+    def _unable(self, share: int, why: str, stack: list[Folder]) -> None:
+        """A process that could not open the image again: what it held goes back on the
+        stack, and it is not replaced; with none left, this process walks the rest."""
+        self.alive.discard(share)
+        stack.extend(self.held[share])
+        self.held[share].clear()
+        if not self._said_unable:
+            self._said_unable = True
+            self.scan.engine.warn(
+                f"{printable(self.scan_image)}: a scan process could not open the image again "
+                f"({printable(why)}): its folders are scanned by the others, or by this process"
+            )
 
     def _lost(self, share: int, stack: list[Folder]) -> None:
         """A process ended before it was told to. A folder it held goes back on the stack
@@ -253,13 +276,21 @@ class ImageJobs:
 
             report = Report(count, lambda *problem: problems.append(problem), errors.append)
             cache = scan.engine.cache
+            if cache is not None:
+                cache.forked()
+                cache.warn = lambda _message: None  # the parent says it (see `failed` below)
             cache_said = False
-            container = open_container(image)  # its own descriptors and handles
-            tsk = TskImage(container)
-            _kind, found = volumes(tsk)
+            try:
+                container = open_container(image)  # its own descriptors and handles
+                tsk = TskImage(container)
+                _kind, found = volumes(tsk)
+            except (OSError, RuntimeError, ValueError) as exc:  # ContainerError is an OSError
+                results.send((SETUP, str(exc)))
+                return
             volume = next((v for v in found if v.number == number and v.fs is not None), None)
             if volume is None:
-                raise RuntimeError(f"partition {number} is not there when the image is reopened")
+                results.send((SETUP, f"partition {number} is not there in the image reopened"))
+                return
             fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
             while (where := tasks.recv()) is not None:
                 found = fs_scan.visit(where)

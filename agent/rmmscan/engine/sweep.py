@@ -347,6 +347,7 @@ class Sweep:
             tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
             cache = self.cache
             if cache is not None:  # the parent warns, stops writing, and sets a damaged one aside
+                cache.forked()
                 cache.warn = lambda _message: send(("cache", (cache.failure, cache.damaged)))
 
             def owns(path: str) -> bool:

@@ -206,6 +206,16 @@ class ScanCache:
         self._pending: list[tuple] = []
         self._gone: list[tuple] = []
 
+    def forked(self) -> None:
+        """In a process forked from the one that opened the cache (a scan process): its
+        connections are the parent's, which SQLite forbids using from another process, so
+        this one opens its own on first use. The inherited ones are left as they are, never
+        closed here: SQLite closing what it takes for the last connection would checkpoint,
+        or remove, the write-ahead log the parent is using."""
+        self._local = threading.local()
+        self._all = []
+        self._lock = threading.Lock()
+
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
