@@ -203,7 +203,7 @@ def test_sigterm_ends_the_scan_and_its_processes(wide, work):
 
 
 def test_by_default_a_small_file_system_is_walked_in_this_process():
-    from rmmscan.engine.imagejobs import SMALL_RECORDS, jobs_for
+    from rmmscan.engine.processes import SMALL_RECORDS, jobs_for
 
     cpus = min(os.cpu_count() or 1, 4)
     assert jobs_for(None, SMALL_RECORDS - 1) == 1

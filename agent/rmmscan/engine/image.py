@@ -31,6 +31,7 @@ from ..sources.image.snapshots import SnapshotError, Unchanged, is_ntfs, open_sh
 from ..sources.image.volumes import TskImage, Volume, volumes
 from ..text import printable
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
+from .processes import jobs_for
 
 DELETED = "deleted_file"  # the Anomalies entry of a deleted file's rows (--deleted)
 UNCHANGED = "snapshot files unchanged from the live volume (not read again)"
@@ -166,10 +167,10 @@ class ImageScan:
         that the live volume's rows already stand for. A live volume is walked by scan
         processes where they can run (imagejobs.py), else here."""
         if unchanged is None and not scope:
-            from .imagejobs import ImageJobs, jobs_for
-
             jobs = jobs_for(self.jobs, int(volume.fs.info.inum_count))
             if jobs > 1:
+                from .imagejobs import ImageJobs  # multiprocessing: only when it is used
+
                 ImageJobs(self, jobs).walk(image, container, tsk, volume, root, origin)
                 return
         report = Report(self.engine.stats.count, self.engine.stats.problem,

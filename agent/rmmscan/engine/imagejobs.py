@@ -27,11 +27,9 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 
-from .. import portable
 from ..sources.image.container import Container, open_container
 from ..sources.image.filesystem import Folder, unseen
 from ..sources.image.volumes import TskImage, Volume, volumes
@@ -39,12 +37,7 @@ from ..text import printable
 from .engine import Batch
 from .image import FolderScan, ImageScan, Report
 from .processes import ChildStop, end_processes, how_it_ended
-from .sweep import MAX_DEFAULT_JOBS
 
-# Fewer file records than this: walked in this process by default. Starting two processes
-# and their first signature's trust store costs about 0.1 s, what one process takes for
-# some 3,000 files (benchmarks/README.md, the image scan).
-SMALL_RECORDS = 5_000
 IN_FLIGHT = 2  # folders given to a process before it answers: it never waits for the next
 _PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
 _GRACE_S = 0.5  # a stopped scan waits this long for a process in the middle of a file
@@ -52,20 +45,6 @@ _STOP_S = 2.0
 SETUP = "setup"  # a process's first word when it cannot open the image: (SETUP, why)
 _TRIES = 2  # processes a folder may see die before it is said and left
 _REPLACEMENTS = 2  # at most this many times `jobs` processes are started for one volume
-
-
-def jobs_for(jobs: int | None, records: int) -> int:
-    """The processes to walk a file system of ``records`` file records with: ``jobs``, or by
-    default one per CPU (at most MAX_DEFAULT_JOBS), but one below SMALL_RECORDS; 1 where this
-    process cannot fork (Windows, or a process that already runs threads: a lock another
-    thread holds would stay held in the child)."""
-    if not portable.CAN_FORK or threading.active_count() != 1:
-        return 1
-    if jobs is None:
-        if records < SMALL_RECORDS:
-            return 1
-        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
-    return jobs
 
 
 class ImageJobs:

@@ -1,10 +1,21 @@
 """What the scan processes of a sweep (sweep.py) and of an image (imagejobs.py) share: how
-one learns it must stop, and how the parent ends them and says how one ended."""
+many there are, how one learns it must stop, and how the parent ends them and says how one
+ended. Light to import: a scan that runs in one process never loads multiprocessing."""
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
+
+from .. import portable
+
+MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
+# Fewer file records than this: walked in this process by default. Starting two processes
+# and their first signature's trust store costs about 0.1 s, what one process takes for
+# some 3,000 files (benchmarks/README.md, the image scan).
+SMALL_RECORDS = 5_000
 
 
 class ChildStop:
@@ -39,3 +50,17 @@ def how_it_ended(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exit status {exitcode}"
+
+
+def jobs_for(jobs: int | None, records: int) -> int:
+    """The processes to walk a file system of ``records`` file records with: ``jobs``, or by
+    default one per CPU (at most MAX_DEFAULT_JOBS), but one below SMALL_RECORDS; 1 where this
+    process cannot fork (Windows, or a process that already runs threads: a lock another
+    thread holds would stay held in the child)."""
+    if not portable.CAN_FORK or threading.active_count() != 1:
+        return 1
+    if jobs is None:
+        if records < SMALL_RECORDS:
+            return 1
+        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+    return jobs

@@ -38,9 +38,7 @@ from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
-from .processes import ChildStop, end_processes, how_it_ended
-
-MAX_DEFAULT_JOBS = 4  # an endpoint agent must not take a big server's memory by default
+from .processes import MAX_DEFAULT_JOBS, ChildStop, end_processes, how_it_ended
 
 
 def default_jobs(roots: Sequence[str], can_fork: bool) -> int:
