@@ -56,6 +56,24 @@ def _install() -> None:
 _install()
 
 
+def _use_ctypes() -> None:
+    """oscrypto binds libcrypto through cffi when cffi is installed, which parses oscrypto's
+    C declarations with pycparser at every start: 40 to 50 ms of the 0.17 s that importing
+    signify takes here, in every scan process, against no measurable difference per
+    verification (a few calls a signature). Its ctypes binding, oscrypto's documented
+    alternative (``oscrypto.use_ctypes``), calls the same library. A process that loaded a
+    binding before this module keeps it."""
+    import contextlib
+
+    import oscrypto
+
+    with contextlib.suppress(RuntimeError):  # a binding is loaded already
+        oscrypto.use_ctypes()
+
+
+_use_ctypes()
+
+
 # Name DER -> Name.hashable, process-wide (see below); trust.py saves the roots' entries.
 NAME_MEMO: dict[bytes, str] = {}
 
