@@ -78,7 +78,8 @@ class ImageScan:
             self.engine.stats.interrupted |= self.stop.is_set()
 
     # -- one image ---------------------------------------------------------------------------
-    def _error(self, image: str, message: str) -> None:
+    def layer_error(self, image: str, message: str) -> None:
+        """An image, partition or layer that could not be read: named, as an error."""
         self.engine.stats.problem(image, "unreadable roots", message)
 
     def _image(self, image: str) -> None:
@@ -86,7 +87,7 @@ class ImageScan:
         try:
             container = open_container(image)
         except (ContainerError, OSError) as exc:
-            self._error(image, f"cannot be scanned: {exc} (layer: container)")
+            self.layer_error(image, f"cannot be scanned: {exc} (layer: container)")
             return
         try:
             try:
@@ -94,17 +95,17 @@ class ImageScan:
                 tsk = TskImage(container)
                 _kind, found = volumes(tsk)
             except (ContainerError, OSError) as exc:
-                self._error(image, f"cannot be scanned: {exc} (layer: {container.format})")
+                self.layer_error(image, f"cannot be scanned: {exc} (layer: {container.format})")
                 return
             numbers = [v.number for v in found]
             if self.partition is not None and self.partition not in numbers:
                 shown = ", ".join(map(str, numbers)) or "none"
-                self._error(image, f"has no partition {self.partition} (it has: {shown})")
+                self.layer_error(image, f"has no partition {self.partition} (it has: {shown})")
                 return
             for volume in found:
                 if volume.error:
                     if self.partition in (None, volume.number):
-                        self._error(image, volume.error)
+                        self.layer_error(image, volume.error)
                 elif volume.error == "":
                     stats.count("partitions without a file system")
             windows = next((v for v in found if v.fs is not None and has_system_hive(v.fs)), None)
@@ -134,7 +135,7 @@ class ImageScan:
         try:
             shadows = open_shadows(container, volume)
         except SnapshotError as exc:
-            self._error(image, str(exc))
+            self.layer_error(image, str(exc))
             return
         if shadows is None:
             return
@@ -143,7 +144,7 @@ class ImageScan:
                 if self.stop.is_set():
                     return
                 if snap.volume.error:
-                    self._error(image, snap.volume.error)
+                    self.layer_error(image, snap.volume.error)
                     continue
                 origin = (image, volume.number, snap.label)
                 self._walk(image, snap.container, snap.tsk, snap.volume, root, origin,
@@ -174,7 +175,7 @@ class ImageScan:
                 ImageJobs(self, jobs).walk(image, container, tsk, volume, root, origin)
                 return
         report = Report(self.engine.stats.count, self.engine.stats.problem,
-                        lambda message: self._error(image, message))  # fmt: skip
+                        lambda message: self.layer_error(image, message))  # fmt: skip
         scan = FolderScan(self, container, tsk, volume, root, origin, report, scope, unchanged)
         top = scan.walk.top()
         self.walk_folders(image, scan, [top], {top[0]})

@@ -11,9 +11,12 @@ lists the folders it is given, judges their files and sends back the batch and t
 subfolders, two folders in flight at a time so that none waits for the next.
 
 Each process opens the image again: a libyal handle keeps a file offset that forked copies
-would share, and nothing of the caller's image objects is used in the child. A process that
-dies (a crash in a library on crafted data) costs the folders it held, which are reported
-with how it ended; the others go on, and what is left when none is alive is walked here.
+would share, and nothing of the caller's image objects is used in the child; one that cannot
+leaves its folders to the others. A process that dies (a library crashing on crafted data,
+the OOM killer, an operator) is replaced, and the folders it held are handed out again; a
+folder held by two processes that died is reported with how the second ended, not handed
+out a third time. At most _REPLACEMENTS times N processes start for one volume; what is
+left when none is alive is walked here.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class ImageJobs:
         def error(message: str) -> None:
             if message not in said:  # each process meets a failed layer: said once
                 said.add(message)
-                scan._error(image, message)
+                scan.layer_error(image, message)
 
         top: Folder = (int(volume.fs.info.root_inum), root, 0)
         stack, seen = [top], {top[0]}
