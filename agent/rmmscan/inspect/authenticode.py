@@ -27,7 +27,7 @@ import re
 from asn1crypto import algos, cms, core
 
 from . import (
-    _signify,  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
+    asn1types,  # noqa: F401  (registers Authenticode's ASN.1 types with asn1crypto)
     ber,
 )
 from .certificates import time_at, tolerant_cert_info, utc
