@@ -20,13 +20,22 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.images.build import ntfs_volume, partitioned, to_e01, to_vmdk
+from tests.images import exfat
+from tests.images.build import (
+    ext_volume,
+    fat_volume,
+    ntfs_volume,
+    partitioned,
+    to_e01,
+    to_vmdk,
+)
 from tests.images.tree import make_tree
 
 from conftest import SAMPLES, TEST_ROOT
 
 RMMSCAN = [sys.executable, "-m", "rmmscan"]
 FOLDERS = 150
+NARROW = 40
 SIGNED = SAMPLES / "pe" / "dwsnet-ou.exe"
 
 
@@ -60,7 +69,7 @@ def windows(work):
 
 
 @pytest.fixture(scope="module")
-def wide(work) -> Path:
+def wide_tree(work) -> Path:
     """FOLDERS folders, each with a DWSNET-signed PE, a text file and a subfolder with
     another: long enough a scan for a test to stop its processes in the middle."""
     root = work / "wide"
@@ -70,7 +79,12 @@ def wide(work) -> Path:
         shutil.copyfile(SIGNED, folder / "agent.exe")
         shutil.copyfile(SIGNED, folder / "sub" / "helper.exe")
         (folder / "notes.txt").write_text(f"folder {i}\n")
-    return ntfs_volume(root, work / "wide.img")
+    return root
+
+
+@pytest.fixture(scope="module")
+def wide(wide_tree, work) -> Path:
+    return ntfs_volume(wide_tree, work / "wide.img")
 
 
 @pytest.mark.parametrize("kind", ["raw", "e01", "vmdk"])
@@ -93,6 +107,33 @@ def test_every_number_of_processes_gives_the_same_rows(kind, windows, work):
     assert sum(runs[1].values()) > 10
     assert any('"RuleId": ""' not in row for row in runs[1])  # detections among them
     assert runs[1] == runs[2] == runs[3]
+
+
+def test_every_file_system_gives_the_same_rows_with_processes(work):
+    """NTFS, FAT32, ext4 and exFAT in one GPT, each holding the same tree of NARROW folders:
+    each partition's folders shared among three processes give the rows one process gives,
+    every PE of every partition found once."""
+    tree = work / "narrow"
+    for i in range(NARROW):
+        (tree / f"d{i:03}" / "sub").mkdir(parents=True)
+        shutil.copyfile(SIGNED, tree / f"d{i:03}" / "agent.exe")
+        shutil.copyfile(SIGNED, tree / f"d{i:03}" / "sub" / "helper.exe")
+    volumes = [
+        ntfs_volume(tree, work / "narrow-ntfs.img"),
+        fat_volume(tree, work / "narrow-fat.img", 32),
+        ext_volume(tree, work / "narrow-ext4.img", "ext4", size_mib=16),  # a block a folder
+        exfat.exfat_volume(tree, work / "narrow-exfat.img"),
+    ]
+    image = partitioned(volumes, work / "narrow-gpt.img", "gpt")
+    runs = {}
+    for jobs in (1, 3):
+        argv = command(image, work / f"state-fs-{jobs}", "-j", str(jobs), "--emit", "all")
+        proc = subprocess.run(argv, capture_output=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr.decode()
+        runs[jobs] = comparable(rows_of(proc.stdout))
+    assert runs[1] == runs[3]
+    found = Counter(json.loads(row)["Partition"] for row in runs[3].elements())
+    assert found == {1: 2 * NARROW, 2: 2 * NARROW, 3: 2 * NARROW, 4: 2 * NARROW}
 
 
 def start(image: Path, state: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
