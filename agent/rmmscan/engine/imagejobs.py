@@ -27,11 +27,9 @@ import gc
 import mmap
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import sys
 import time
-import traceback
 
 from ..sources.image.container import Container, open_container
 from ..sources.image.filesystem import Folder, unseen
@@ -39,7 +37,7 @@ from ..sources.image.volumes import TskImage, Volume, volumes
 from ..text import printable
 from .engine import Batch
 from .image import FolderScan, ImageScan, Report
-from .processes import ChildStop, end_processes, how_it_ended
+from .processes import ChildStop, end_processes, how_it_ended, run_child
 
 IN_FLIGHT = 2  # folders given to a process before it answers: it never waits for the next
 _PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
@@ -236,66 +234,57 @@ class ImageJobs:
 
     # -- a scan process ------------------------------------------------------------------------
     def _child(self, image, number, root, origin, shared_stop, tasks, results, parent_ends):
-        """Lists and judges the folders it is sent until it is sent None. Leaves with os._exit:
-        nothing inherited (the cache's and the state's SQLite connections, the output's
-        buffer) is closed or flushed here."""
-        code = 0
+        """Lists and judges the folders it is sent until it is sent None; how it ends,
+        run_child says."""
+        run_child(lambda: self._child_body(image, number, root, origin, shared_stop, tasks,
+                                           results, parent_ends))  # fmt: skip
+
+    def _child_body(self, image, number, root, origin, shared_stop, tasks, results,
+                    parent_ends) -> None:  # fmt: skip
+        # Ends of the other processes' pipes: held here, a parent that died would leave
+        # a process waiting on them for ever.
+        for end in parent_ends:
+            end.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
+        scan = self.scan
+        scan.stop = stop = ChildStop(shared_stop)
+        signal.signal(signal.SIGTERM, stop.signalled)
+        counts: collections.Counter = collections.Counter()
+        problems: list = []
+        errors: list = []
+
+        def count(what: str, n: int = 1) -> None:
+            counts[what] += n
+
+        report = Report(count, lambda *problem: problems.append(problem), errors.append)
+        cache = scan.engine.cache
+        if cache is not None:
+            cache.forked()
+            cache.warn = lambda _message: None  # the parent says it (see `failed` below)
+        cache_said = False
         try:
-            # Ends of the other processes' pipes: held here, a parent that died would leave
-            # a process waiting on them for ever.
-            for end in parent_ends:
-                end.close()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
-            scan = self.scan
-            scan.stop = stop = ChildStop(shared_stop)
-            signal.signal(signal.SIGTERM, stop.signalled)
-            counts: collections.Counter = collections.Counter()
-            problems: list = []
-            errors: list = []
-
-            def count(what: str, n: int = 1) -> None:
-                counts[what] += n
-
-            report = Report(count, lambda *problem: problems.append(problem), errors.append)
-            cache = scan.engine.cache
-            if cache is not None:
-                cache.forked()
-                cache.warn = lambda _message: None  # the parent says it (see `failed` below)
-            cache_said = False
-            try:
-                container = open_container(image)  # its own descriptors and handles
-                tsk = TskImage(container)
-                _kind, found = volumes(tsk)
-            except (OSError, RuntimeError, ValueError) as exc:  # ContainerError is an OSError
-                results.send((SETUP, str(exc)))
-                return
-            volume = next((v for v in found if v.number == number and v.fs is not None), None)
-            if volume is None:
-                results.send((SETUP, f"partition {number} is not there in the image reopened"))
-                return
-            fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
-            while (where := tasks.recv()) is not None:
-                found = fs_scan.visit(where)
-                batch, subfolders = found if found is not None else (None, [])
-                if batch is not None and not (batch.rows or batch.suppressed or batch.store
-                                              or batch.gone or batch.problems):  # fmt: skip
-                    # Most folders: their counts alone (a Batch pickles at 6 times the size).
-                    batch = (batch.folder, batch.files, batch.pe, batch.signed, batch.cached)
-                failed = None
-                if cache is not None and cache.failure is not None and not cache_said:
-                    cache_said, failed = True, (cache.failure, cache.damaged)
-                results.send((where, batch, subfolders, dict(counts), problems, errors, failed))
-                counts.clear()
-                problems.clear()
-                errors.clear()
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            code = 1  # the parent is gone: nobody to report to
-        except BaseException:
-            code = 1
-            try:  # a bug or a library's failure: the traceback, as a thread's would be
-                sys.stderr.write(traceback.format_exc())
-                sys.stderr.flush()
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+            container = open_container(image)  # its own descriptors and handles
+            tsk = TskImage(container)
+            _kind, found = volumes(tsk)
+        except (OSError, RuntimeError, ValueError) as exc:  # ContainerError is an OSError
+            results.send((SETUP, str(exc)))
+            return
+        volume = next((v for v in found if v.number == number and v.fs is not None), None)
+        if volume is None:
+            results.send((SETUP, f"partition {number} is not there in the image reopened"))
+            return
+        fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
+        while (where := tasks.recv()) is not None:
+            found = fs_scan.visit(where)
+            batch, subfolders = found if found is not None else (None, [])
+            if batch is not None and not (batch.rows or batch.suppressed or batch.store
+                                          or batch.gone or batch.problems):  # fmt: skip
+                # Most folders: their counts alone (a Batch pickles at 6 times the size).
+                batch = (batch.folder, batch.files, batch.pe, batch.signed, batch.cached)
+            failed = None
+            if cache is not None and cache.failure is not None and not cache_said:
+                cache_said, failed = True, (cache.failure, cache.damaged)
+            results.send((where, batch, subfolders, dict(counts), problems, errors, failed))
+            counts.clear()
+            problems.clear()
+            errors.clear()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
 from .. import portable
 
@@ -64,3 +68,25 @@ def jobs_for(jobs: int | None, records: int) -> int:
             return 1
         return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
     return jobs
+
+
+def run_child(body: Callable[[], None]) -> NoReturn:
+    """A scan process's life: ``body``, then os._exit, so that nothing inherited from the
+    parent (the scan cache's and the state's SQLite connections, the output's buffer) is
+    closed or flushed here. Status 1 when the parent is gone (nobody to report to) or the
+    body raised: a bug or a library's failure, its traceback on stderr as a thread's would
+    be."""
+    code = 0
+    try:
+        body()
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        code = 1
+    except BaseException:
+        code = 1
+        try:
+            sys.stderr.write(traceback.format_exc())
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)

@@ -29,7 +29,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 
 from .. import portable
@@ -38,7 +37,7 @@ from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
-from .processes import MAX_DEFAULT_JOBS, ChildStop, end_processes, how_it_ended
+from .processes import MAX_DEFAULT_JOBS, ChildStop, end_processes, how_it_ended, run_child
 
 
 def default_jobs(roots: Sequence[str], can_fork: bool) -> int:
@@ -310,62 +309,50 @@ class Sweep:
             shared_stop.close()
 
     def _child(self, roots, share, shares, claims, sender, receivers, shared_stop) -> None:
-        """One sweep process: its share of the directories, results down the pipe.
+        """One sweep process: its share of the directories, results down the pipe; how it
+        ends, run_child says."""
+        run_child(lambda: self._child_body(roots, share, shares, claims, sender, receivers,
+                                           shared_stop))  # fmt: skip
 
-        Leaves with os._exit: nothing inherited from the parent (the scan cache's and the
-        state's SQLite connections, the output file's buffer) is closed or flushed here.
-        """
-        code = 0
-        try:
-            # The read ends it inherited: were one left open, a parent that died (SIGTERM,
-            # OOM) would leave this process blocked on a full pipe forever, not ended by it.
-            for receiver in receivers:
-                receiver.close()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
-            self.stop = stop = ChildStop(shared_stop)
-            # SIGTERM (to the whole process group, from a deployment tool): this process
-            # stops as the parent does, at the next file, and reports what it has.
-            signal.signal(signal.SIGTERM, stop.signalled)
-            lock = threading.Lock()
-            batch: list = []
-            sent = time.monotonic()
+    def _child_body(self, roots, share, shares, claims, sender, receivers, shared_stop):
+        # The read ends it inherited: were one left open, a parent that died (SIGTERM,
+        # OOM) would leave this process blocked on a full pipe forever, not ended by it.
+        for receiver in receivers:
+            receiver.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it
+        self.stop = stop = ChildStop(shared_stop)
+        # SIGTERM (to the whole process group, from a deployment tool): this process
+        # stops as the parent does, at the next file, and reports what it has.
+        signal.signal(signal.SIGTERM, stop.signalled)
+        lock = threading.Lock()
+        batch: list = []
+        sent = time.monotonic()
 
-            def send(message, flush: bool = False) -> None:
-                # Batched: a message a directory costs a pickle and a wake-up each.
-                nonlocal sent
-                with lock:
-                    batch.append(message)
-                    now = time.monotonic()
-                    if flush or len(batch) >= _BATCH or now - sent >= _BATCH_S:
-                        sender.send(batch)  # blocks while the pipe is full: memory stays flat
-                        batch.clear()
-                        sent = now
+        def send(message, flush: bool = False) -> None:
+            # Batched: a message a directory costs a pickle and a wake-up each.
+            nonlocal sent
+            with lock:
+                batch.append(message)
+                now = time.monotonic()
+                if flush or len(batch) >= _BATCH or now - sent >= _BATCH_S:
+                    sender.send(batch)  # blocks while the pipe is full: memory stays flat
+                    batch.clear()
+                    sent = now
 
-            self._send = send
-            tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
-            cache = self.cache
-            if cache is not None:  # the parent warns, stops writing, and sets a damaged one aside
-                cache.forked()
-                cache.warn = lambda _message: send(("cache", (cache.failure, cache.damaged)))
+        self._send = send
+        tally = Tally(on_problem=lambda *problem: send(("problem", problem)))
+        cache = self.cache
+        if cache is not None:  # the parent warns, stops writing, and sets a damaged one aside
+            cache.forked()
+            cache.warn = lambda _message: send(("cache", (cache.failure, cache.damaged)))
 
-            def owns(path: str) -> bool:
-                if claims is not None:
-                    return claims.owns(path, share)
-                return claiming.fixed_owner(path, shares) == share
+        def owns(path: str) -> bool:
+            if claims is not None:
+                return claims.owns(path, share)
+            return claiming.fixed_owner(path, shares) == share
 
-            Walk(roots, self.visit, tally, self.options, 1, owns=owns, stop=stop).run()
-            send(("end", tally.counts), flush=True)
-        except (BrokenPipeError, ConnectionResetError):
-            code = 1  # the parent is gone: nobody to report to
-        except BaseException:
-            code = 1
-            try:  # a bug, not bad input: the traceback, as a thread's would be
-                sys.stderr.write(traceback.format_exc())
-                sys.stderr.flush()
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+        Walk(roots, self.visit, tally, self.options, 1, owns=owns, stop=stop).run()
+        send(("end", tally.counts), flush=True)
 
 
 _BACKLOG = 1024  # directories waiting for the writer
