@@ -133,13 +133,9 @@ def _add_scan(sub) -> None:
         action="store_true",
         help="follow symbolic links (off by default; loops are detected)",
     )
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=_jobs,
-        default=None,
-        metavar="N",
-        help="sweep processes, each walking the tree and reading the directories it reaches "
+    _jobs_option(
+        p,
+        "sweep processes, each walking the tree and reading the directories it reaches "
         "first; 1 sweeps in this process; where the OS cannot fork (Windows), N threads; at "
         f"most {MAX_JOBS}. Default: the number of CPUs, at most 4 (each process adds about "
         "40 MiB); 1 when every PATH is a file, or where the OS cannot fork (threads share one "
@@ -189,13 +185,9 @@ def _add_image(sub) -> None:
         'carry the snapshot in Snapshot ("vss1 2013-12-03T06:35:09Z"); a file unchanged from '
         "the live volume's is not read again",
     )
-    p.add_argument(
-        "--jobs",
-        "-j",
-        type=_jobs,
-        default=None,
-        metavar="N",
-        help="scan processes, each opening the image itself and taking the next folder of "
+    _jobs_option(
+        p,
+        "scan processes, each opening the image itself and taking the next folder of "
         f"the walk; 1 scans in this process; at most {MAX_JOBS}. Default: the number of CPUs, "
         "at most 4; 1 for a file system of fewer than 5,000 file records, or where the OS "
         "cannot fork (Windows). Snapshots (--shadows) are scanned in this process",
@@ -291,6 +283,10 @@ def _size(text: str) -> int:
         return byte_size(text)
     except Exception as exc:  # the schema's _Bad: its message says what to write
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _jobs_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--jobs", "-j", type=_jobs, default=None, metavar="N", help=help)
 
 
 def _jobs(text: str) -> int:
