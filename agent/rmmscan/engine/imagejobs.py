@@ -275,8 +275,8 @@ class ImageJobs:
             return
         fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
         while (where := tasks.recv()) is not None:
-            found = fs_scan.visit(where)
-            batch, subfolders = found if found is not None else (None, [])
+            visited = fs_scan.visit(where)
+            batch, subfolders = visited if visited is not None else (None, [])
             if batch is not None and not (batch.rows or batch.suppressed or batch.store
                                           or batch.gone or batch.problems):  # fmt: skip
                 # Most folders: their counts alone (a Batch pickles at 6 times the size).
