@@ -3,9 +3,11 @@ engine, the same judge, cache and delivery as the local sweep (sweep.py).
 
 Each image is opened read-only and recognised by content (sources/image/container.py); its
 machine is named from its own registry and its files are cached under its evidence id
-(Engine.use_device), never mixed with the local disk's or another image's. Folders are
-judged and delivered one at a time in this thread: The Sleuth Kit's reads hold the GIL, and
-an image is one file on one disk. A layer that fails (a container that cannot be opened or
+(Engine.use_device), never mixed with the local disk's or another image's. A live volume's
+folders are listed and judged by scan processes (imagejobs.py: The Sleuth Kit's reads hold
+the GIL, so threads would share one core), or one at a time in this thread for a small
+volume, a snapshot, or where the OS cannot fork; either way they are delivered here, a folder
+at a time (FolderScan). A layer that fails (a container that cannot be opened or
 read, a partition past the end, a file system not recognised) is reported with the image,
 the partition and the layer named; the other partitions and images are still scanned.
 
