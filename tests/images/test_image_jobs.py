@@ -1,8 +1,10 @@
 """`rmmscan image -j N`: a live volume's folders shared among N scan processes
-(engine/imagejobs.py). The same rows whatever N and whatever the container (a libyal handle
-is reopened in each process); a process killed mid-scan costs the folders it held, which are
-named, and nothing else; a scan whose every process died ends the walk itself; SIGTERM ends
-them all. Real images built by tests/images/build.py, the real command, real signals.
+(engine/imagejobs.py). The same rows whatever N, container and file system (a libyal handle
+is reopened in each process); a process killed mid-scan costs nothing (its folders are
+handed out again); folders held by two processes that died are named, and nothing else is
+lost; processes that cannot reopen the image leave the volume to the scanning process; the
+cache is read by every process; SIGTERM ends them all. Real images built by
+tests/images/build.py, the real command, real signals.
 """
 
 from __future__ import annotations
