@@ -285,7 +285,8 @@ def test_sigterm_stops_a_sweep_with_a_summary_and_whole_rows(corpus, tmp_path, j
 
 def test_files_named_one_by_one_are_judged_in_this_process_and_a_tree_fans_out(tmp_path):
     """Where the sweep cannot fork (Windows, a process with threads), one worker."""
-    from rmmscan.engine.sweep import MAX_DEFAULT_JOBS, default_jobs
+    from rmmscan.engine.processes import MAX_DEFAULT_JOBS
+    from rmmscan.engine.sweep import default_jobs
 
     tree = tmp_path / "tree"
     tree.mkdir()

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import gc
-import mmap
 import multiprocessing
 import multiprocessing.connection
 import signal
-import sys
 import time
 
 from ..sources.image.container import Container, open_container
@@ -37,7 +34,7 @@ from ..sources.image.volumes import TskImage, Volume, volumes
 from ..text import printable
 from .engine import Batch
 from .image import FolderScan, ImageScan, Report
-from .processes import ChildStop, end_processes, how_it_ended, run_child
+from .processes import ChildStop, end_processes, how_it_ended, prepare_fork, run_child
 
 IN_FLIGHT = 2  # folders given to a process before it answers: it never waits for the next
 _PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
@@ -77,10 +74,7 @@ class ImageJobs:
 
         top: Folder = (int(volume.fs.info.root_inum), root, 0)
         stack, seen = [top], {top[0]}
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # a child must not inherit, and write again, buffered output
-        gc.freeze()  # what exists now lives as long as the scan: kept out of the children's gc
-        shared_stop = mmap.mmap(-1, 1)  # read for every file: a byte, not an Event's lock
+        shared_stop = prepare_fork()
         job = (image, volume.number, root, origin, shared_stop)
         for _ in range(self.jobs):
             self._start(job)

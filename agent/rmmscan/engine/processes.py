@@ -4,6 +4,8 @@ ended. Light to import: a scan that runs in one process never loads multiprocess
 
 from __future__ import annotations
 
+import gc
+import mmap
 import os
 import signal
 import sys
@@ -56,17 +58,39 @@ def how_it_ended(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
+def can_fork() -> bool:
+    """Whether this process may start scan processes: not on Windows, nor in a process that
+    already runs threads (a lock another thread holds would stay held in the child)."""
+    return portable.CAN_FORK and threading.active_count() == 1
+
+
+def per_cpu() -> int:
+    """The default fan-out: one scan process per CPU, at most MAX_DEFAULT_JOBS."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+
+
+def prepare_fork() -> mmap.mmap:
+    """Made just before the scan processes are started: flushes this process's output (a
+    child must not inherit, and write again, buffered output), freezes what exists now (the
+    rule pack, the trust store, imported modules live as long as the scan: kept out of the
+    collector's passes, which would otherwise walk it, and write to its pages, in every child,
+    the use the gc module's documentation gives), and returns the shared stop byte. A byte of
+    shared memory, not an Event: the children read it for every file, and an Event takes a
+    lock to be read (0.6 us against 0.05 us); an anonymous mapping made before the fork is
+    shared with the children (ctypes' shared values cost 1 MiB)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    gc.freeze()
+    return mmap.mmap(-1, 1)
+
+
 def jobs_for(jobs: int | None, records: int) -> int:
     """The processes to walk a file system of ``records`` file records with: ``jobs``, or by
-    default one per CPU (at most MAX_DEFAULT_JOBS), but one below SMALL_RECORDS; 1 where this
-    process cannot fork (Windows, or a process that already runs threads: a lock another
-    thread holds would stay held in the child)."""
-    if not portable.CAN_FORK or threading.active_count() != 1:
+    default per_cpu(), but one below SMALL_RECORDS; 1 where this process cannot fork."""
+    if not can_fork():
         return 1
     if jobs is None:
-        if records < SMALL_RECORDS:
-            return 1
-        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+        return 1 if records < SMALL_RECORDS else per_cpu()
     return jobs
 
 

@@ -20,24 +20,28 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import gc
-import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .. import portable
 from ..sources import claims as claiming
 from ..sources.candidate import FileChanged, join
 from ..sources.localfile import LocalFile, key_of, listing_of
 from ..sources.walk import Tally, Walk, WalkOptions
 from .engine import FLAG_PE, FLAG_SIGNED, Batch, Engine, NotPE, problem_of
-from .processes import MAX_DEFAULT_JOBS, ChildStop, end_processes, how_it_ended, run_child
+from .processes import (
+    ChildStop,
+    can_fork,
+    end_processes,
+    how_it_ended,
+    per_cpu,
+    prepare_fork,
+    run_child,
+)
 
 
 def default_jobs(roots: Sequence[str], can_fork: bool) -> int:
@@ -48,7 +52,7 @@ def default_jobs(roots: Sequence[str], can_fork: bool) -> int:
     threads share one core, and two were slower than one."""
     if not can_fork or (roots and all(os.path.isfile(root) for root in roots)):
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_JOBS))
+    return per_cpu()
 
 
 class Sweep:
@@ -156,11 +160,10 @@ class Sweep:
         the clock certificates are judged by is read now, once per sweep."""
         if stop is not None:
             self.stop = stop
-        # Forking a process that already runs threads is unsafe (a lock held by another thread
-        # stays held in the child): then the workers are threads.
-        can_fork = portable.CAN_FORK and threading.active_count() == 1
+        # Where this process may not fork, the workers are threads.
+        forkable = can_fork()
         if self.jobs is None:  # None: chosen by what the work is
-            self.jobs = default_jobs(roots, can_fork)
+            self.jobs = default_jobs(roots, forkable)
         self.now = dt.datetime.now(dt.UTC)
         self._walked.clear()
         problems: collections.deque = collections.deque()
@@ -178,7 +181,7 @@ class Sweep:
                 tick(self.current_root)
 
         try:
-            if self.jobs > 1 and can_fork:
+            if self.jobs > 1 and forkable:
                 self._run_processes(roots, tally, take)
             else:
                 walk = Walk(roots, self.visit, tally, self.options, self.jobs, stop=self.stop)
@@ -227,20 +230,11 @@ class Sweep:
 
     def _run_processes(self, roots, tally: Tally, take) -> None:
         context = multiprocessing.get_context("fork")
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # a child must not inherit, and write again, buffered output
-        # What exists now (the rule pack, the trust store, imported modules) lives as long as
-        # the sweep: kept out of the collector's passes, which would otherwise walk it, and
-        # write to its pages, in every child (the use the gc module's documentation gives).
-        gc.freeze()
+        shared_stop = prepare_fork()
         children = []
         receivers = []
         jobs = self.jobs
         claims = claiming.make(jobs)
-        # A byte of shared memory, not an Event: the children read it for every file, and an
-        # Event takes a lock to be read (0.6 us against 0.05 us). An anonymous mapping made
-        # before the fork is shared with the children (ctypes' shared values cost 1 MiB).
-        shared_stop = mmap.mmap(-1, 1)
         for share in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             receivers.append(receiver)
