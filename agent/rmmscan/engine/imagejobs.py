@@ -6,9 +6,12 @@ rule pack and trust store. Unlike the local sweep's processes (sweep.py), which 
 the whole tree, here the calling process hands out the folders: listing is most of an
 image's cost (on the benchmark image, 0.38 s of the 0.6 s past start-up), and a walk done by
 every process would be done N times. The caller keeps the stack of folders still to list
-and the set of folders seen (a folder two names lead to is listed once); each process
-lists the folders it is given, judges their files and sends back the batch and the
-subfolders, two folders in flight at a time so that none waits for the next.
+and the set of folders seen (a folder two names lead to is delivered once); each process
+walks the folder it is given and the folders below it, depth first, until it has judged
+CHUNK_FILES files or listed CHUNK_FOLDERS folders, and sends back every folder's batch and
+the subfolders it did not reach. One answer a chunk, not one a folder: each answer wakes
+the caller, and most folders hold a few files. Two chunks are in flight at a time so that
+no process waits for the next.
 
 Each process opens the image again: a libyal handle keeps a file offset that forked copies
 would share, and nothing of the caller's image objects is used in the child; one that cannot
@@ -37,6 +40,8 @@ from .image import FolderScan, ImageScan, Report
 from .processes import ChildStop, end_processes, how_it_ended, prepare_fork, run_child
 
 IN_FLIGHT = 2  # folders given to a process before it answers: it never waits for the next
+CHUNK_FILES = 256  # a process answers once it has judged this many files below a folder,
+CHUNK_FOLDERS = 32  # or listed this many folders: the rest goes back on the caller's stack
 _PROGRESS_S = 0.1  # the caller wakes at least this often: progress, and a stop
 _GRACE_S = 0.5  # a stopped scan waits this long for a process in the middle of a file
 _STOP_S = 2.0
@@ -208,23 +213,31 @@ class ImageJobs:
         held.clear()
 
     def _take(self, message, stack: list[Folder], seen: set[int], error) -> None:
-        """One folder's answer: counted, said, delivered; its subfolders go on the stack."""
-        _where, batch, subfolders, counts, problems, errors, cache = message
+        """One chunk's answer: each folder's counts, problems and batch, said and delivered;
+        the subfolders it did not reach go on the stack. A folder below the one handed out
+        that was seen already (two names lead to it: a damaged file system) is dropped: it
+        is delivered once, by whoever was handed it or reached it first."""
+        where, folders, rest, errors, cache = message
         engine = self.scan.engine
         stats = engine.stats
-        for what, n in counts.items():
-            stats.count(what, n)
-        for problem in problems:
-            stats.problem(*problem)
         for text in errors:
             error(text)
         if cache is not None and engine.cache is not None:
             engine.cache.failed(*cache)
-        if batch is not None:
-            if type(batch) is tuple:  # counts alone (see _child)
-                batch = Batch(*batch)
-            engine.deliver(batch)
-        stack.extend(reversed(unseen(subfolders, seen)))
+        for folder, batch, counts, problems in folders:
+            if folder[0] != where[0]:
+                if folder[0] in seen:
+                    continue
+                seen.add(folder[0])
+            for what, n in counts.items():
+                stats.count(what, n)
+            for problem in problems:
+                stats.problem(*problem)
+            if batch is not None:
+                if type(batch) is tuple:  # counts alone (see _chunk)
+                    batch = Batch(*batch)
+                engine.deliver(batch)
+        stack.extend(reversed(unseen(rest, seen)))
 
     # -- a scan process ------------------------------------------------------------------------
     def _child(self, image, number, root, origin, shared_stop, tasks, results, parent_ends):
@@ -269,16 +282,36 @@ class ImageJobs:
             return
         fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
         while (where := tasks.recv()) is not None:
-            visited = fs_scan.visit(where)
-            batch, subfolders = visited if visited is not None else (None, [])
-            if batch is not None and not (batch.rows or batch.suppressed or batch.store
-                                          or batch.gone or batch.problems):  # fmt: skip
-                # Most folders: their counts alone (a Batch pickles at 6 times the size).
-                batch = (batch.folder, batch.files, batch.pe, batch.signed, batch.cached)
+            folders, rest = self._chunk(fs_scan, where, counts, problems)
             failed = None
             if cache is not None and cache.failure is not None and not cache_said:
                 cache_said, failed = True, (cache.failure, cache.damaged)
-            results.send((where, batch, subfolders, dict(counts), problems, errors, failed))
+            results.send((where, folders, rest, errors, failed))
+            errors.clear()
+
+    def _chunk(self, fs_scan: FolderScan, where: Folder, counts, problems):
+        """The folder and those below it, depth first, until CHUNK_FILES files are judged or
+        CHUNK_FOLDERS folders listed: [(folder, batch, counts, problems)] and the subfolders
+        not reached. Each folder carries what its walk counted and said, so that the caller
+        can drop a folder it has seen already with all that came of it."""
+        stop = self.scan.stop
+        stack, seen = [where], {where[0]}
+        folders = []
+        files = 0
+        while stack and files < CHUNK_FILES and len(folders) < CHUNK_FOLDERS:
+            if folders and stop.is_set():
+                break
+            folder = stack.pop()
+            visited = fs_scan.visit(folder)
+            batch, subfolders = visited if visited is not None else (None, [])
+            if batch is not None:
+                files += batch.files
+                if not (batch.rows or batch.suppressed or batch.store or batch.gone
+                        or batch.problems):  # fmt: skip
+                    # Most folders: their counts alone (a Batch pickles at 6 times the size).
+                    batch = (batch.folder, batch.files, batch.pe, batch.signed, batch.cached)
+            folders.append((folder, batch, dict(counts), list(problems)))
             counts.clear()
             problems.clear()
-            errors.clear()
+            stack.extend(reversed(unseen(subfolders, seen)))
+        return folders, stack[::-1]
