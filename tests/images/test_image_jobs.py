@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rmmscan.engine.imagejobs import CHUNK_FOLDERS
 from tests.images import exfat
 from tests.images.build import (
     ext_volume,
@@ -108,6 +109,46 @@ def test_every_number_of_processes_gives_the_same_rows(kind, windows, work):
         runs[jobs] = comparable(rows_of(proc.stdout))
     assert sum(runs[1].values()) > 10
     assert any('"RuleId": ""' not in row for row in runs[1])  # detections among them
+    assert runs[1] == runs[2] == runs[3]
+
+
+def test_a_folder_two_names_lead_to_is_scanned_once_whatever_the_processes(work):
+    """A damaged ext4: debugfs links the folder `a/shared` again into each of the folders
+    of `b`, and the root into `b` (a loop). `b` holds more folders than one process's
+    chunk, so some of its folders are handed out alone, and the process given one reaches
+    `shared` under another name: the scanning process drops what it has seen already. The
+    file below is reported once, from one of its names, every other file once, and the
+    loop ends, whatever the number of processes."""
+    tree = work / "twice"
+    for side in ("a", "b"):
+        for i in range(CHUNK_FOLDERS + 8):
+            (tree / side / f"s{i:02}").mkdir(parents=True)
+            (tree / side / f"s{i:02}" / "f.txt").write_text(f"{side} {i}\n")
+    (tree / "a" / "shared").mkdir()
+    shutil.copyfile(SIGNED, tree / "a" / "shared" / "agent.exe")
+    image = ext_volume(tree, work / "twice.img")
+    damaged = work / "twice-damaged.img"
+    shutil.copyfile(image, damaged)
+    requests = work / "twice.debugfs"
+    links = [f"ln /a/shared /b/s{i:02}/again" for i in range(CHUNK_FOLDERS + 8)]
+    requests.write_text("\n".join([*links, "ln / /b/back", ""]))
+    subprocess.run(["debugfs", "-w", "-f", str(requests), str(damaged)], check=True,
+                   capture_output=True)  # fmt: skip
+    listed = subprocess.run(["fls", "-r", str(damaged)], capture_output=True,
+                            check=True).stdout.decode()  # fmt: skip
+    assert listed.count("\tagain\n") == CHUNK_FOLDERS + 8 and "\tback\n" in listed, listed
+    runs = {}
+    for jobs in (1, 2, 3):
+        argv = command(damaged, work / f"state-twice-{jobs}", "-j", str(jobs), "--emit", "all")
+        proc = subprocess.run(argv, capture_output=True, timeout=180)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        rows = rows_of(proc.stdout)
+        assert [r["FileName"] for r in rows] == ["agent.exe"], rows
+        assert rows[0]["FolderPath"].split("\\")[-2] in ("shared", "again"), rows
+        assert "files walked: 81 " in err, err
+        drop = ("Timestamp", "ReportId", "FolderPath")
+        runs[jobs] = {k: v for k, v in rows[0].items() if k not in drop}
     assert runs[1] == runs[2] == runs[3]
 
 
