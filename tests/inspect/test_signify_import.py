@@ -51,3 +51,31 @@ def test_signify_verifies_a_signature_end_to_end():
     assert [c.cn for c in verdict.chain] == [
         "DWSNET srl", "rmmscan Test Code Signing CA", "rmmscan Test Root CA",
     ]  # fmt: skip
+
+
+def test_verifying_starts_no_program_and_uses_the_openssl_python_loaded():
+    """oscrypto would find OpenSSL by running `ldconfig -p` in a child process; it is given
+    the files of the libcrypto and libssl this process has loaded (Python's ssl module)."""
+    code = (
+        "import os, subprocess, sys\n"
+        "started = []\n"
+        "real = subprocess.Popen.__init__\n"
+        "def spy(self, args, *a, **k):\n"
+        "    started.append(args)\n"
+        "    return real(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = spy\n"
+        "from pathlib import Path\n"
+        "from rmmscan.inspect import Inspector, Status, inspect_stream\n"
+        f"with open({str(PE_DIR / 'dwsnet-srl.exe')!r}, 'rb') as stream:\n"
+        "    inspection = inspect_stream(stream)\n"
+        f"    inspector = Inspector([Path({str(TEST_ROOT)!r})], system_roots=False)\n"
+        "    (v,) = inspector.verify(stream, inspection)\n"
+        "import oscrypto, oscrypto._openssl._libcrypto_ctypes as lc\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "config = oscrypto._module_values['backend_config']\n"
+        "mapped = all(config[k] in maps for k in ('libcrypto_path', 'libssl_path'))\n"
+        "print(v.status.name, started, mapped, lc.libcrypto._name == config['libcrypto_path'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["OK", "[]", "True", "True"], done.stdout

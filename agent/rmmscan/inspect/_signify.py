@@ -69,6 +69,38 @@ def _use_ctypes() -> None:
 
     with contextlib.suppress(RuntimeError):  # a binding is loaded already
         oscrypto.use_ctypes()
+    loaded = _loaded_openssl()
+    if loaded is not None:
+        with contextlib.suppress(RuntimeError, OSError):  # a backend is chosen already
+            oscrypto.use_openssl(*loaded)
+
+
+def _loaded_openssl() -> tuple[str, str] | None:
+    """(libcrypto, libssl): the files of the OpenSSL that Python's own ssl module has loaded
+    into this process, on Linux; None elsewhere, or when they are not found.
+
+    Without them oscrypto finds OpenSSL with ctypes.util.find_library, which on Linux runs
+    `ldconfig -p` (and, failing that, gcc or ld from PATH) in a child process: a process
+    that verifies would start a program, as root, to find a library already in its memory.
+    Given the paths, oscrypto opens the same library."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import _ssl  # noqa: F401  (loads libssl and libcrypto, if Python links them)
+
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split(None, 5)[-1].strip() for line in maps if ".so" in line}
+    except (ImportError, OSError):
+        return None
+    found = {}
+    for path in sorted(paths):
+        name = path.rsplit("/", 1)[-1]
+        for lib in ("libcrypto.so", "libssl.so"):
+            if name.startswith(lib) and path.startswith("/"):
+                found.setdefault(lib, path)
+    if len(found) != 2:
+        return None
+    return found["libcrypto.so"], found["libssl.so"]
 
 
 _use_ctypes()
