@@ -358,3 +358,24 @@ def test_a_deleted_file_is_scanned_only_with_deleted(ntfs, expected, tree, work)
     deleted = [r for r in rows if r["FolderPath"] == f"C:\\{target}"]
     assert deleted and all("deleted_file" in r["Anomalies"] for r in deleted)
     assert all("deleted_file" not in r["Anomalies"] for r in rows if r not in deleted)
+
+
+def test_an_image_scan_never_names_the_local_machine(ntfs, work):
+    """The rows name the imaged machine; the workstation's own name is never asked for (it
+    can wait on a DNS server an offline forensic workstation does not reach)."""
+    code = (
+        "import socket, sys\n"
+        "def refused(*args, **kwargs):\n"
+        "    raise SystemExit(f'the local machine was named: {args}')\n"
+        "socket.gethostname = socket.getaddrinfo = socket.getfqdn = refused\n"
+        "from rmmscan.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = [sys.executable, "-c", code, "image", str(ntfs), "--format", "jsonl",
+            "--state-dir", str(work / "state-unnamed"), *TRUST]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, timeout=TIMEOUT)
+    err = proc.stderr.decode()
+    assert "the local machine was named" not in err, err
+    assert proc.returncode == 1, err
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines() if line]
+    assert {r["DeviceName"] for r in rows} == {"imghost-7q2.corp.example.test"}, rows

@@ -126,7 +126,7 @@ def session(args, source: str, drive: Drive) -> int:
         engine.sinks.extend(sinks)
         console = Console(sys.stderr, engine.stats, progress=args.progress and sys.stderr.isatty())
         engine.stats.subscribe(console)
-        engine.open_state()
+        engine.open_state(local=source != "image")
         try:
             with _stopped_by_sigterm(stop):
                 drive(engine, config, console, stop)

@@ -152,22 +152,27 @@ class Engine:
         self._report_ids: _ReportIds | None = None
 
     # -- the state: opened by the scan that needs it ---------------------------------------
-    def open_state(self) -> None:
+    def open_state(self, local: bool = True) -> None:
         """The state, device identity and cache. Never fatal: a state that cannot be used is
-        kept in memory with one warning; a cache that cannot be used is not used."""
+        kept in memory with one warning; a cache that cannot be used is not used.
+
+        ``local=False`` (an image: each names its own machine, use_device) leaves the local
+        machine unnamed: naming it can wait on a DNS server, which a forensic workstation
+        may not reach, and a machine without an id would be given one in the state."""
         from ..state.store import State
 
         self.state = State(self.options.state_dir, self.warn)
         if not self.state.directory_unusable:
             self.inspector.names_file = self.state.directory / "trust-names.json"
-        self.device = local_device(self.state)
         if self.options.cache and not self.state.directory_unusable:
             from ..state.cache import open_cache
 
             self.cache = open_cache(self.state.directory, self.warn, self.options.cache_scope)
-        self.fingerprint = judgement_fingerprint(
-            self.pack, self.allowlist, self.options, self.generation, self.device
-        )
+        if local:
+            self.device = local_device(self.state)
+            self.fingerprint = judgement_fingerprint(
+                self.pack, self.allowlist, self.options, self.generation, self.device
+            )
         self._report_ids = _ReportIds(self.state)
 
     def use_device(self, device: Device, scope: str) -> None:
