@@ -9,7 +9,6 @@ InvalidChain > Ok.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import struct
 from dataclasses import replace
@@ -34,16 +33,6 @@ _HASHES = {
 }
 _PACKAGE = Path(__file__).resolve().parent.parent  # rmmscan: a bug raised here is ours
 _EXPIRY_WORDS = ("expired", "not valid until", "is not valid", "validity period")
-
-
-class _Signature(sg.AuthenticodeSignature):
-    """signify 0.9.3 rebuilds ``signer_infos`` (re-parsing every attribute) on each of the
-    ~30 accesses of one verify, half its time (measured here; no upstream issue found).
-    The parsed data beneath never changes, so it is read once per signature."""
-
-    @functools.cached_property
-    def signer_infos(self):
-        return super().signer_infos
 
 
 def verify_all(
@@ -185,7 +174,7 @@ def _verify_one(
         return Verdict(Status.DISTRUSTED, False, root_ms, hit.reason, tuple(path))
     step[0] = "reading the signature"
     try:
-        signature = _Signature(signed_data(sig), signed_file=pe)
+        signature = sg.AuthenticodeSignature(signed_data(sig), signed_file=pe)
         indirect = signature.indirect_data
         algorithm = indirect.digest_algorithm().name
         signed_digest = indirect.digest
