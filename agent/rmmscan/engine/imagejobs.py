@@ -148,13 +148,16 @@ class ImageJobs:
         self.alive.add(share)
 
     def _hand_out(self, stack: list[Folder]) -> None:
-        """Folders from the top of the stack to each process holding fewer than IN_FLIGHT."""
+        """Folders from the top of the stack to each process holding fewer than IN_FLIGHT.
+        While the stack holds fewer folders than there are processes (the root, at first),
+        a process is asked for that one folder alone: the others wait for its subfolders."""
         held = self.held
         for share in sorted(self.alive, key=lambda s: len(held[s])):
             while stack and len(held[share]) < IN_FLIGHT:
                 where = stack.pop()
+                most = 1 if len(stack) < len(self.alive) else CHUNK_FOLDERS
                 try:
-                    self.children[share][1].send(where)
+                    self.children[share][1].send((where, most))
                 except OSError:  # it died: its end is read from its results pipe
                     stack.append(where)
                     break
@@ -281,24 +284,25 @@ class ImageJobs:
             results.send((SETUP, f"partition {number} is not there in the image reopened"))
             return
         fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
-        while (where := tasks.recv()) is not None:
-            folders, rest = self._chunk(fs_scan, where, counts, problems)
+        while (task := tasks.recv()) is not None:
+            where, most = task
+            folders, rest = self._chunk(fs_scan, where, most, counts, problems)
             failed = None
             if cache is not None and cache.failure is not None and not cache_said:
                 cache_said, failed = True, (cache.failure, cache.damaged)
             results.send((where, folders, rest, errors, failed))
             errors.clear()
 
-    def _chunk(self, fs_scan: FolderScan, where: Folder, counts, problems):
+    def _chunk(self, fs_scan: FolderScan, where: Folder, most: int, counts, problems):
         """The folder and those below it, depth first, until CHUNK_FILES files are judged or
-        CHUNK_FOLDERS folders listed: [(folder, batch, counts, problems)] and the subfolders
+        ``most`` folders listed: [(folder, batch, counts, problems)] and the subfolders
         not reached. Each folder carries what its walk counted and said, so that the caller
         can drop a folder it has seen already with all that came of it."""
         stop = self.scan.stop
         stack, seen = [where], {where[0]}
         folders = []
         files = 0
-        while stack and files < CHUNK_FILES and len(folders) < CHUNK_FOLDERS:
+        while stack and files < CHUNK_FILES and len(folders) < most:
             if folders and stop.is_set():
                 break
             folder = stack.pop()
