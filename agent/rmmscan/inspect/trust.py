@@ -36,11 +36,13 @@ class IndexedTrustList:
 
     def __init__(self, ctl):
         self.ctl = ctl
-        self._by_hex = {subject.identifier.hex(): subject for subject in ctl.subjects}
+        self._by_hex = None  # on the first lookup: a process may verify no Microsoft chain
         self._by_id = None
         self._sha256 = ctl.subject_algorithm is hashlib.sha256
 
     def _subject(self, key: str):
+        if self._by_hex is None:
+            self._by_hex = {subject.identifier.hex(): subject for subject in self.ctl.subjects}
         subject = self._by_hex.get(key)
         if subject is not None and subject.identifier_str == key:
             return subject
