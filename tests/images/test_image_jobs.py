@@ -320,12 +320,9 @@ def _holds(pid: int, path: Path) -> bool:
         return False
 
 
-def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, work):
-    """The image is renamed once the scanning process holds it open, before it starts its
-    processes: they cannot open it again; it says so once and walks the volume itself."""
-    image = work / "renamed-source.img"
-    shutil.copyfile(wide, image)
-    argv = command(image, work / "state-unable", "-j", "2", "--emit", "all")
+def _renamed_before_the_processes_start(image: Path, away: Path, argv: list[str]):
+    """rmmscan started on ``image``, which is renamed to ``away`` once the scanning process
+    holds it open and before it starts its processes; (status, rows, stderr)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while True:
@@ -337,9 +334,32 @@ def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, wor
             proc.send_signal(signal.SIGCONT)
         time.sleep(0.001)
     assert not psutil.Process(proc.pid).children()
-    image.rename(work / "renamed-away.img")
+    image.rename(away)
     proc.send_signal(signal.SIGCONT)
-    code, rows, err = finish(proc)
+    return finish(proc)
+
+
+def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, work):
+    """An E01 is opened again in each process (a libyal handle's file offset would be
+    shared): renamed before they start, they cannot open it; the scanning process says so
+    once and walks the volume itself."""
+    image = to_e01(wide, work / "renamed-source")
+    argv = command(image, work / "state-unable", "-j", "2", "--emit", "all")
+    code, rows, err = _renamed_before_the_processes_start(image, work / "renamed-away.E01", argv)
     assert code == 1, err
     assert err.count("a scan process could not open the image again") == 1, err
     check_nothing_else_lost(rows, set())
+
+
+def test_processes_read_a_raw_image_through_the_scanning_process_objects(wide, work):
+    """A raw image is read by pread alone: the processes read it through the scanning
+    process's objects, never opening it again, so a raw image renamed before they start
+    is still scanned by them, whole."""
+    image = work / "shared-source.img"
+    shutil.copyfile(wide, image)
+    argv = command(image, work / "state-shared", "-j", "2", "--emit", "all")
+    code, rows, err = _renamed_before_the_processes_start(image, work / "shared-away.img", argv)
+    assert code == 1, err
+    assert "could not open the image again" not in err, err
+    check_nothing_else_lost(rows, set())
+    assert len(rows) == 2 * FOLDERS

@@ -13,13 +13,17 @@ the subfolders it did not reach. One answer a chunk, not one a folder: each answ
 the caller, and most folders hold a few files. Two chunks are in flight at a time so that
 no process waits for the next.
 
-Each process opens the image again: a libyal handle keeps a file offset that forked copies
-would share, and nothing of the caller's image objects is used in the child; one that cannot
-leaves its folders to the others. A process that dies (a library crashing on crafted data,
-the OOM killer, an operator) is replaced, and the folders it held are handed out again; a
-folder held by two processes that died is reported with how the second ended, not handed
-out a third time. At most _REPLACEMENTS times N processes start for one volume; what is
-left when none is alive is walked here.
+A raw image, read by pread alone, is read in each process through the caller's objects
+(their forked copies): The Sleuth Kit's caches come with them, among them the map of an NTFS
+volume's folders that it builds from the whole MFT the first time a folder is opened. Any
+other image is opened again in each process: a libyal handle keeps a file offset that forked
+copies would share; a process that cannot open it leaves its folders to the others.
+
+A process that dies (a library crashing on crafted data, the OOM killer, an operator) is
+replaced, and the folders it held are handed out again; a folder held by two processes that
+died is reported with how the second ended, not handed out a third time. At most
+_REPLACEMENTS times N processes start for one volume; what is left when none is alive is
+walked here.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class ImageJobs:
         self._ends: list = []  # the pipes' ends this process keeps: closed in every child
         self._said_unable = False
         self.scan_image = ""
+        self.shared: tuple[Container, TskImage, Volume] | None = None  # see _child_body
 
     # -- the calling process -----------------------------------------------------------------
     def walk(self, image: str, container: Container, tsk: TskImage, volume: Volume, root: str,
@@ -79,6 +84,7 @@ class ImageJobs:
 
         top: Folder = (int(volume.fs.info.root_inum), root, 0)
         stack, seen = [top], {top[0]}
+        self.shared = (container, tsk, volume) if container.fork_safe else None
         shared_stop = prepare_fork()
         job = (image, volume.number, root, origin, shared_stop)
         for _ in range(self.jobs):
@@ -272,17 +278,22 @@ class ImageJobs:
             cache.forked()
             cache.warn = lambda _message: None  # the parent says it (see `failed` below)
         cache_said = False
-        try:
-            container = open_container(image)  # its own descriptors and handles
-            tsk = TskImage(container)
-            _kind, found = volumes(tsk)
-        except (OSError, RuntimeError, ValueError) as exc:  # ContainerError is an OSError
-            results.send((SETUP, str(exc)))
-            return
-        volume = next((v for v in found if v.number == number and v.fs is not None), None)
-        if volume is None:
-            results.send((SETUP, f"partition {number} is not there in the image reopened"))
-            return
+        if self.shared is not None:
+            # Read by pread alone: the caller's image, file system and The Sleuth Kit's
+            # caches are this process's copies, and what they learnt is not learnt again.
+            container, tsk, volume = self.shared
+        else:
+            try:
+                container = open_container(image)  # its own descriptors and handles
+                tsk = TskImage(container)
+                _kind, found = volumes(tsk)
+            except (OSError, RuntimeError, ValueError) as exc:  # ContainerError: an OSError
+                results.send((SETUP, str(exc)))
+                return
+            volume = next((v for v in found if v.number == number and v.fs is not None), None)
+            if volume is None:
+                results.send((SETUP, f"partition {number} is not there in the image reopened"))
+                return
         fs_scan = FolderScan(scan, container, tsk, volume, root, origin, report)
         while (task := tasks.recv()) is not None:
             where, most = task

@@ -52,6 +52,9 @@ class Container:
         return self._hollow(offset, size)
 
     can_be_hollow = False  # whether hollow() can ever be true: the walk checks only then
+    # Whether a forked process may read through this object: true where every read is a
+    # pread, which moves no file offset the processes would share (a libyal handle's does).
+    fork_safe = False
 
     def identity(self) -> bytes:
         """What the container itself says the medium is (a stored hash, a GUID), or b''."""
@@ -128,6 +131,8 @@ class LibyalImage(Container):
 
 class RawFile(Container):
     """A raw (dd) image: the file's bytes are the disk's."""
+
+    fork_safe = True
 
     def __init__(self, path: str):
         # O_RDONLY only: nothing here can write to the evidence.
