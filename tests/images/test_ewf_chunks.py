@@ -370,3 +370,43 @@ def test_a_segment_of_several_tables(tmp_path):
     finally:
         image.close()
         ref.close()
+
+
+def test_a_forked_process_reads_what_the_reader_declines_with_a_handle_of_its_own(seeds, tmp_path):
+    """A scan process forked from the one that opened the E01 reads its chunks by pread and
+    what the reader declines through a libewf handle it opens itself (forked): libewf's reads
+    move a file offset that the processes would otherwise share. Every chunk is libewf's."""
+    originals = seeds["fast"]
+    seg = bytearray(originals[0].read_bytes())
+    mirror = tables(seg)[1]
+    entries = mirror[0] + DESCRIPTOR + 24
+    struct.pack_into("<I", seg, entries, struct.unpack_from("<I", seg, entries)[0] ^ 1)
+    fix_table(seg, mirror[0], mirror[2])
+    path = tmp_path / originals[0].name
+    path.write_bytes(seg)
+    image = EwfImage(str(path))
+    assert image.fork_safe
+    inherited = image.handle
+    expected = media(1)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the scan process: whatever happens, it answers and ends here
+        try:
+            image.forked()
+            same = all(
+                image._read(offset, min(CHUNK, MEDIA - offset))
+                == expected[offset : offset + min(CHUNK, MEDIA - offset)]
+                for offset in range(0, MEDIA, CHUNK)
+            )
+            own = image.handle is not inherited and image.handle._handle is not None
+            answer = f"{same} {own} {image.chunks.declined > 0}"
+        except BaseException as exc:  # reported to the test
+            answer = repr(exc)
+        os.write(writer, answer.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answers:
+        answer = answers.read().decode()
+    os.waitpid(pid, 0)
+    image.close()
+    assert answer == "True True True", answer

@@ -340,25 +340,30 @@ def _renamed_before_the_processes_start(image: Path, away: Path, argv: list[str]
 
 
 def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, work):
-    """An E01 is opened again in each process (a libyal handle's file offset would be
+    """A VMDK is opened again in each process (a libyal handle's file offset would be
     shared): renamed before they start, they cannot open it; the scanning process says so
     once and walks the volume itself."""
-    image = to_e01(wide, work / "renamed-source")
+    image = to_vmdk(wide, work / "renamed-source.vmdk", split=False)
     argv = command(image, work / "state-unable", "-j", "2", "--emit", "all")
-    code, rows, err = _renamed_before_the_processes_start(image, work / "renamed-away.E01", argv)
+    code, rows, err = _renamed_before_the_processes_start(image, work / "renamed-away.vmdk", argv)
     assert code == 1, err
     assert err.count("a scan process could not open the image again") == 1, err
     check_nothing_else_lost(rows, set())
 
 
-def test_processes_read_a_raw_image_through_the_scanning_process_objects(wide, work):
-    """A raw image is read by pread alone: the processes read it through the scanning
-    process's objects, never opening it again, so a raw image renamed before they start
-    is still scanned by them, whole."""
-    image = work / "shared-source.img"
-    shutil.copyfile(wide, image)
-    argv = command(image, work / "state-shared", "-j", "2", "--emit", "all")
-    code, rows, err = _renamed_before_the_processes_start(image, work / "shared-away.img", argv)
+@pytest.mark.parametrize("kind", ["raw", "e01"])
+def test_processes_read_a_pread_image_through_the_scanning_process_objects(kind, wide, work):
+    """A raw image, and an E01 whose chunks rmmscan reads itself, are read by pread: the
+    processes read them through the scanning process's objects, never opening them again,
+    so an image renamed before they start is still scanned by them, whole."""
+    if kind == "raw":
+        image = work / "shared-source.img"
+        shutil.copyfile(wide, image)
+    else:
+        image = to_e01(wide, work / "shared-source")
+    argv = command(image, work / f"state-shared-{kind}", "-j", "2", "--emit", "all")
+    away = work / f"shared-away-{kind}{image.suffix}"
+    code, rows, err = _renamed_before_the_processes_start(image, away, argv)
     assert code == 1, err
     assert "could not open the image again" not in err, err
     check_nothing_else_lost(rows, set())

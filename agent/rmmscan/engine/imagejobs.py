@@ -13,11 +13,13 @@ the subfolders it did not reach. One answer a chunk, not one a folder: each answ
 the caller, and most folders hold a few files. Two chunks are in flight at a time so that
 no process waits for the next.
 
-A raw image, read by pread alone, is read in each process through the caller's objects
-(their forked copies): The Sleuth Kit's caches come with them, among them the map of an NTFS
-volume's folders that it builds from the whole MFT the first time a folder is opened. Any
-other image is opened again in each process: a libyal handle keeps a file offset that forked
-copies would share; a process that cannot open it leaves its folders to the others.
+An image read by pread (raw; E01 whose chunks this reader reads itself, see
+containers/ewf.py) is read in each process through the caller's objects, their forked
+copies: The Sleuth Kit's caches come with them, among them the map of an NTFS volume's
+folders that it builds from the whole MFT the first time a folder is opened (about 1 µs a
+file record, in every process that builds it). Any other image is opened again in each
+process: a libyal handle keeps a file offset that forked copies would share; a process that
+cannot open it leaves its folders to the others.
 
 A process that dies (a library crashing on crafted data, the OOM killer, an operator) is
 replaced, and the folders it held are handed out again; a folder held by two processes that
@@ -282,6 +284,7 @@ class ImageJobs:
             # Read by pread alone: the caller's image, file system and The Sleuth Kit's
             # caches are this process's copies, and what they learnt is not learnt again.
             container, tsk, volume = self.shared
+            container.forked()
         else:
             try:
                 container = open_container(image)  # its own descriptors and handles

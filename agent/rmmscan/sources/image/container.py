@@ -52,9 +52,14 @@ class Container:
         return self._hollow(offset, size)
 
     can_be_hollow = False  # whether hollow() can ever be true: the walk checks only then
-    # Whether a forked process may read through this object: true where every read is a
-    # pread, which moves no file offset the processes would share (a libyal handle's does).
+    # Whether a forked process may read through this object (after ``forked``): true where
+    # every read is a pread, which moves no file offset the processes would share (a libyal
+    # handle's reads do).
     fork_safe = False
+
+    def forked(self) -> None:
+        """In a forked process that reads through this object: what must not be shared is
+        made its own."""
 
     def identity(self) -> bytes:
         """What the container itself says the medium is (a stored hash, a GUID), or b''."""

@@ -66,6 +66,7 @@ class EwfImage(LibyalImage):
             names = [path]
         handle = pyewf.handle()
         handle.open(names, "r")
+        self.names = list(names)
         self.segments = len(names)
         super().__init__(path, handle)
         chunk = handle.get_chunk_size()
@@ -73,6 +74,17 @@ class EwfImage(LibyalImage):
         if 512 <= chunk <= 1024 * 1024 and chunk & (chunk - 1) == 0:
             self.block = chunk  # one chunk per read: a small read inflates one chunk
             self.chunks = _Chunks.open(list(names), chunk, self.size)
+
+    @property
+    def fork_safe(self) -> bool:  # type: ignore[override]
+        # Chunks are read by pread; libewf only for what _Chunks declines (see forked).
+        return self.chunks is not None
+
+    def forked(self) -> None:
+        """libewf's handle reads at a file offset the forked processes share: this process
+        opens a handle of its own, if it ever needs one."""
+        self._inherited = self.handle  # kept: freeing it here would close its files
+        self.handle = _OwnHandle(self.names, self.handle.get_media_size())
 
     def _read(self, offset: int, size: int) -> bytes:
         chunks = self.chunks
@@ -96,6 +108,35 @@ class EwfImage(LibyalImage):
                 value = None
             out.append(f"{name}={value or ''}")
         return ";".join(out).encode()
+
+
+class _OwnHandle:
+    """A libewf handle opened on first use, in the process that uses it."""
+
+    def __init__(self, names: list[str], size: int):
+        self.names, self.size, self._handle = names, size, None
+
+    def _opened(self):
+        if self._handle is None:
+            import pyewf
+
+            handle = pyewf.handle()
+            handle.open(self.names, "r")
+            self._handle = handle
+        return self._handle
+
+    def read_buffer_at_offset(self, size: int, offset: int) -> bytes:
+        return self._opened().read_buffer_at_offset(size, offset)
+
+    def get_media_size(self) -> int:
+        return self.size
+
+    def get_hash_value(self, name: str):
+        return self._opened().get_hash_value(name)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 class _Odd(Exception):
