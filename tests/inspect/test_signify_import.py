@@ -55,7 +55,8 @@ def test_signify_verifies_a_signature_end_to_end():
 
 def test_verifying_starts_no_program_and_uses_the_openssl_python_loaded():
     """oscrypto would find OpenSSL by running `ldconfig -p` in a child process; it is given
-    the files of the libcrypto and libssl this process has loaded (Python's ssl module)."""
+    the files of the libcrypto and libssl this process has loaded (Python's ssl module).
+    certvalidator's downloaders, never used, are never loaded, nor urllib.request."""
     code = (
         "import os, subprocess, sys\n"
         "started = []\n"
@@ -74,8 +75,9 @@ def test_verifying_starts_no_program_and_uses_the_openssl_python_loaded():
         "maps = open('/proc/self/maps').read()\n"
         "config = oscrypto._module_values['backend_config']\n"
         "mapped = all(config[k] in maps for k in ('libcrypto_path', 'libssl_path'))\n"
-        "print(v.status.name, started, mapped, lc.libcrypto._name == config['libcrypto_path'])\n"
+        "print(v.status.name, started, mapped, lc.libcrypto._name == config['libcrypto_path'],\n"
+        "      'urllib.request' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["OK", "[]", "True", "True"], done.stdout
+    assert done.stdout.split() == ["OK", "[]", "True", "True", "False"], done.stdout

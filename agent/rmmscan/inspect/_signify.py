@@ -1,4 +1,4 @@
-"""The one door to signify: applies the oscrypto workaround before signify is imported.
+"""The one door to signify: applies the workarounds below before signify is imported.
 
 oscrypto 1.3.0 (the newest release) finds the OpenSSL version with the pattern
 ``\\d\\.\\d\\.\\d[a-z]*``, which fails on a two-digit patch level such as "3.0.19" and makes
@@ -20,6 +20,11 @@ _FIXED = b"'\\\\b(\\\\d+\\\\.\\\\d+\\\\.\\\\d+[a-z]*)\\\\b'"
 _PATCHED_MODULES = frozenset(
     {"oscrypto._openssl._libcrypto_cffi", "oscrypto._openssl._libcrypto_ctypes"}
 )
+# certvalidator imports its OCSP and CRL downloaders with its context, and with them
+# urllib.request, http.client and ssl: 15 to 20 ms of every process that verifies, here.
+# signify never lets it download (offline verification), so they are loaded lazily
+# (importlib.util.LazyLoader): on first use, which does not come. No upstream issue found.
+_LAZY_MODULES = frozenset({"certvalidator.ocsp_client", "certvalidator.crl_client"})
 
 
 class _VersionPatternLoader(importlib.machinery.SourceFileLoader):
@@ -32,14 +37,19 @@ class _VersionPatternLoader(importlib.machinery.SourceFileLoader):
 
 class _VersionPatternFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _PATCHED_MODULES:
+        if fullname not in _PATCHED_MODULES and fullname not in _LAZY_MODULES:
             return None
         sys.meta_path.remove(self)
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
             sys.meta_path.insert(0, self)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        if spec is None or spec.loader is None:
+            return spec
+        if fullname in _LAZY_MODULES:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+            return spec
+        if not spec.origin or not spec.origin.endswith(".py"):
             return spec
         spec.loader = _VersionPatternLoader(fullname, spec.origin)
         return spec
