@@ -39,11 +39,15 @@ def test_saved_names_give_the_same_index(tmp_path):
     sg.NAME_MEMO.clear()
     fresh = _index(trust.build([TEST_ROOT]))
     sg.NAME_MEMO.clear()
-    first = _index(trust.build([TEST_ROOT], names_file=names))
-    saved = json.loads(names.read_text())["names"]
-    assert len(saved) == len(fresh) > 500
+    built = trust.build([TEST_ROOT], names_file=names)
+    first = _index(built)
+    saved = json.loads(names.read_text())
+    assert len(saved["names"]) == len(fresh) > 500
+    assert built.learnt == len(saved["roots"]) > 500
     sg.NAME_MEMO.clear()
-    again = _index(trust.build([TEST_ROOT], names_file=names))
+    rebuilt = trust.build([TEST_ROOT], names_file=names)
+    assert rebuilt.learnt == 0, "every root indexed from its thumbprint: no subject parsed"
+    again = _index(rebuilt)
     assert fresh == first == again
 
 
@@ -55,7 +59,7 @@ def test_a_damaged_names_file_is_ignored(tmp_path):
     good = json.loads(names.read_text())
     other = dict(good, normalizer="asn1crypto 0.0.1")  # another normalizer: not trusted
     assert trust.load_names(names)
-    for text in ("{not json", '{"format": 2, "names": {}}', '{"format": 1, "names": {"zz": "x"}}',
+    for text in ("{not json", '{"format": 2, "names": {}}', '{"format": 2, "names": {"zz": "x"}}',
                  '{"format": 1, "names": []}', "[]", "", json.dumps(other),
                  " " * (trust._NAMES_MAX + 1)):  # fmt: skip
         names.write_text(text)

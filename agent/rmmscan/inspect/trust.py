@@ -71,22 +71,32 @@ class TrustStore:
     distrust: list[DistrustEntry] = field(default_factory=list)
     # The Microsoft root program's roots by SHA-1 thumbprint, and which of them are
     # Microsoft's own, decided on first ask: reading all ~570 subjects would be half the build.
-    _program: dict[str, x509.Name] = field(default_factory=dict)
+    _program: dict[str, sg.Certificate] = field(default_factory=dict)
     _microsoft: dict[str, bool] = field(default_factory=dict)
+    # Each root's normalized subject by its SHA-1 thumbprint, as saved (names_file): a root
+    # found there is indexed without its subject being parsed; ``learnt`` says what was not.
+    known_roots: dict[str, str] = field(default_factory=dict)
+    learnt: int = 0
 
     def add_store(self, store: sg.CertificateStore, microsoft: bool = False) -> None:
+        known = self.known_roots
         for cert in store:
-            key = hashable(cert.asn1.subject)
+            sha1 = cert.asn1.sha1.hex()
+            key = known.get(sha1)
+            if key is None:
+                key = known[sha1] = hashable(cert.asn1.subject)
+                self.learnt += 1
             self.by_subject.setdefault(key, []).append((cert, store))
             if microsoft:
-                self._program.setdefault(cert.asn1.sha1.hex(), cert.asn1.subject)
+                self._program.setdefault(sha1, cert)
 
     def is_microsoft_root(self, sha1: str) -> bool:
         """Is this thumbprint a root of Microsoft's program with a Microsoft subject?"""
         known = self._microsoft.get(sha1)
         if known is None:
-            subject = self._program.get(sha1)
-            known = self._microsoft[sha1] = subject is not None and _is_microsoft(subject)
+            cert = self._program.get(sha1)
+            known = cert is not None and _is_microsoft(cert.asn1.subject)
+            self._microsoft[sha1] = known
         return known
 
     def roots_for(self, issuer_names: set[str]) -> sg.CertificateStore | None:
@@ -155,13 +165,13 @@ def build(
     system_roots: bool = True,
     names_file: Path | None = None,
 ) -> TrustStore:
-    """``names_file``: where the roots' normalized subjects are kept between runs: with
-    them, building takes a quarter as long (0.05 vs 0.20 s in a fresh process,
-    benchmarks/micro_inspect.py)."""
-    known = load_names(names_file) if names_file is not None else {}
+    """``names_file``: where the roots' normalized subjects are kept between runs, by the
+    subject and by the root's thumbprint: with them, no subject is normalized, nor parsed,
+    to build the index (0.05 vs 0.20 s in a fresh process, benchmarks/micro_inspect.py)."""
+    known, roots = load_saved(names_file) if names_file is not None else ({}, {})
     for der, key in known.items():
         sg.NAME_MEMO.setdefault(der, key)
-    store = TrustStore()
+    store = TrustStore(known_roots=dict(roots))
     if system_roots:
         program = sg.TRUSTED_CERTIFICATE_STORE_WITH_CTL
         store.add_store(
@@ -179,19 +189,18 @@ def build(
     store.distrust = load_distrust()
     for path in distrust_files or []:
         store.distrust.extend(load_distrust(path))
-    if names_file is not None:
-        roots = {}
+    if names_file is not None and store.learnt:
+        names = {}
         for entries in store.by_subject.values():
             for cert, _ in entries:
                 der = cert.asn1.subject.dump()
                 if der in sg.NAME_MEMO:
-                    roots[der] = sg.NAME_MEMO[der]
-        if not roots.keys() <= known.keys():
-            save_names(names_file, roots)
+                    names[der] = sg.NAME_MEMO[der]
+        save_names(names_file, names, store.known_roots)
     return store
 
 
-_NAMES_FORMAT = 1
+_NAMES_FORMAT = 2
 _NAMES_MAX = 16 * 1024 * 1024  # bytes; ~550 roots take 0.2 MB
 
 
@@ -203,29 +212,41 @@ def _normalizer() -> str:
 
 
 def load_names(path: Path) -> dict[bytes, str]:
-    """Saved normalized names; anything unreadable, malformed, too large or normalized by
-    another asn1crypto is ignored (recomputed)."""
+    """Saved normalized names (see load_saved)."""
+    return load_saved(path)[0]
+
+
+def load_saved(path: Path) -> tuple[dict[bytes, str], dict[str, str]]:
+    """Saved normalized names, by subject and by root thumbprint; anything unreadable,
+    malformed, too large or normalized by another asn1crypto is ignored (recomputed)."""
     try:
         with open(path, "rb") as f:
             raw = f.read(_NAMES_MAX + 1)
         if len(raw) > _NAMES_MAX:
-            return {}
+            return {}, {}
         data = json.loads(raw)
         if data.get("format") != _NAMES_FORMAT or data.get("normalizer") != _normalizer():
-            return {}
-        return {
+            return {}, {}
+        names = {
             bytes.fromhex(der): key for der, key in data["names"].items() if isinstance(key, str)
         }
+        roots = {
+            sha1: key
+            for sha1, key in data["roots"].items()
+            if isinstance(key, str) and len(sha1) == 40 and bytes.fromhex(sha1)
+        }
+        return names, roots
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        return {}
+        return {}, {}
 
 
-def save_names(path: Path, names: dict[bytes, str]) -> None:
+def save_names(path: Path, names: dict[bytes, str], roots: dict[str, str]) -> None:
     """Atomically, and never fatally: the file only saves time."""
     data = {
         "format": _NAMES_FORMAT,
         "normalizer": _normalizer(),
         "names": {der.hex(): key for der, key in names.items()},
+        "roots": roots,
     }
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
