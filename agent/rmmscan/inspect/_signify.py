@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 
 _BROKEN = b"'\\\\b(\\\\d\\\\.\\\\d\\\\.\\\\d[a-z]*)\\\\b'"
@@ -86,8 +87,9 @@ def _use_ctypes() -> None:
 
 
 def _loaded_openssl() -> tuple[str, str] | None:
-    """(libcrypto, libssl): the files of the OpenSSL that Python's own ssl module has loaded
-    into this process, on Linux; None elsewhere, or when they are not found.
+    """(libcrypto, libssl): the files of the OpenSSL that Python's hashlib has loaded into
+    this process, on Linux (libssl: the one loaded, else the libssl beside that libcrypto,
+    of the same version); None elsewhere, or when they are not found.
 
     Without them oscrypto finds OpenSSL with ctypes.util.find_library, which on Linux runs
     `ldconfig -p` (and, failing that, gcc or ld from PATH) in a child process: a process
@@ -96,21 +98,26 @@ def _loaded_openssl() -> tuple[str, str] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import _ssl  # noqa: F401  (loads libssl and libcrypto, if Python links them)
+        import _hashlib  # noqa: F401  (loads libcrypto, if Python links it)
 
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = {line.split(None, 5)[-1].strip() for line in maps if ".so" in line}
+            paths = sorted({line.split(None, 5)[-1].strip() for line in maps if ".so" in line})
     except (ImportError, OSError):
         return None
     found = {}
-    for path in sorted(paths):
-        name = path.rsplit("/", 1)[-1]
+    for path in paths:
+        folder, _, name = path.rpartition("/")
         for lib in ("libcrypto.so", "libssl.so"):
-            if name.startswith(lib) and path.startswith("/"):
+            if name.startswith(lib) and folder:
                 found.setdefault(lib, path)
-    if len(found) != 2:
+    crypto = found.get("libcrypto.so")
+    if crypto is None:
         return None
-    return found["libcrypto.so"], found["libssl.so"]
+    folder, _, name = crypto.rpartition("/")
+    ssl = found.get("libssl.so") or f"{folder}/libssl.so{name[len('libcrypto.so'):]}"
+    if not os.path.isfile(ssl):
+        return None
+    return crypto, ssl
 
 
 _use_ctypes()
