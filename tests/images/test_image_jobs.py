@@ -9,6 +9,7 @@ tests/images/build.py, the real command, real signals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -236,29 +237,38 @@ def test_a_killed_scan_process_costs_nothing(wide, work):
 
 
 def test_folders_whose_processes_die_twice_are_said_and_the_rest_is_scanned(wide, work):
-    """Every scan process is stopped as soon as it is seen, given the time to be handed its
-    folders, and killed: the folders they held are handed out once more, to the processes
-    that replace them, then said; when no more processes are started, this process walks
-    the rest itself."""
+    """Each scan process is stopped and, 0.3 s later (time to be handed its folders),
+    killed: the first two 50 ms after they appear (time to answer the root, handed out
+    alone, and be handed chunks of its subfolders), their replacements as soon as they
+    appear (before they can answer a chunk: the first takes the import of the verification
+    libraries). The folders the first held are handed out once more, to the replacements,
+    then said; when no more processes are started, this process walks the rest itself."""
     out = work / "die-twice.jsonl"
     with open(out, "wb") as rows_file:  # not a pipe: nobody reads it until the end
         proc = subprocess.Popen(command(wide, work / "state-all", "-j", "2", "--emit", "all"),
                                 stdout=rows_file, stderr=subprocess.PIPE)  # fmt: skip
     parent = psutil.Process(proc.pid)
+    appeared: dict[int, float] = {}
+    stopped: dict[int, float] = {}
     killed: set[int] = set()
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            fresh = [c for c in parent.children() if c.pid not in killed]
-            for child in fresh:
-                child.send_signal(signal.SIGSTOP)
-            if fresh:
-                time.sleep(0.3)  # the parent hands out what it hands out
-            for child in fresh:
-                child.send_signal(signal.SIGKILL)
-                killed.add(child.pid)
+            children = parent.children()
         except psutil.NoSuchProcess:
             break
+        now = time.monotonic()
+        for child in children:
+            pid = child.pid
+            head = 0.05 if len(appeared) < 2 or pid in list(appeared)[:2] else 0.0
+            appeared.setdefault(pid, now)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if pid not in stopped and now - appeared[pid] >= head:
+                    child.send_signal(signal.SIGSTOP)
+                    stopped[pid] = now
+                elif pid in stopped and pid not in killed and now - stopped[pid] >= 0.3:
+                    child.send_signal(signal.SIGKILL)
+                    killed.add(pid)
         time.sleep(0.001)
     code, _, err = finish(proc)
     rows = rows_of(out.read_bytes())

@@ -290,19 +290,28 @@ class FileSystemWalk:
         if kind == _LNK:
             self.tally.count("symlinks not followed")
             return None
-        attrs = [(attr, attr.info) for attr in entry] if ntfs else []
-        for attr, a in attrs:
-            if int(a.type) == _REPARSE:
-                tag = self._reparse_tag(entry, attr)
-                if tag in _LINK_TAGS or kind == _DIR:
-                    self.tally.count("symlinks not followed")
-                    return None
-                if tag == _WOF:
-                    why = "WOF/CompactOS compressed: its content is not stored as it is read"
-                else:
-                    why = f"a reparse point (tag 0x{tag:08x}) holds its content elsewhere"
-                self.tally.problem(join(folder, name, "\\"), "unreadable", why)
+        # The data streams, and the first reparse point: one pass over the attributes.
+        attrs = []
+        reparse = None
+        if ntfs:
+            for attr in entry:
+                a = attr.info
+                of = int(a.type)
+                if of == _DATA:
+                    attrs.append((attr, a))
+                elif of == _REPARSE and reparse is None:
+                    reparse = attr
+        if reparse is not None:
+            tag = self._reparse_tag(entry, reparse)
+            if tag in _LINK_TAGS or kind == _DIR:
+                self.tally.count("symlinks not followed")
                 return None
+            if tag == _WOF:
+                why = "WOF/CompactOS compressed: its content is not stored as it is read"
+            else:
+                why = f"a reparse point (tag 0x{tag:08x}) holds its content elsewhere"
+            self.tally.problem(join(folder, name, "\\"), "unreadable", why)
+            return None
         if kind == _DIR:
             self._streams(entry, attrs, folder, name, files, meta, deleted, unnamed=False)
             path = join(folder, name, "\\")
@@ -327,10 +336,9 @@ class FileSystemWalk:
         return None
 
     def _streams(self, entry, attrs, folder, name, files, meta, deleted, unnamed) -> None:
+        """``attrs``: the entry's $DATA attributes, each with its info."""
         stamp = None
         for attr, a in attrs:
-            if int(a.type) != _DATA:
-                continue
             stream = a.name
             if stream:
                 stream = stream.decode("utf-8", "replace")
