@@ -23,9 +23,10 @@ rmmscan's wall time to fls's on the same container. The machine is shared and no
 to a baseline of the same run are what count, the files/s are context.
 
     .venv/bin/python benchmarks/bench_image.py [--files 20000] [--repeat 5] [--profile]
-        [--variant LABEL=COMMIT ...] [--no-one-process]
+        [--variant LABEL=COMMIT ...] [--agent LABEL=COMMIT ...] [--no-one-process]
     .venv/bin/python benchmarks/bench_image.py --walk /tmp/dfvfs-venv/bin/python
 
+--agent LABEL=COMMIT measures all of agent/ as it is at COMMIT, in the same rounds.
 --variant also measures, in the same rounds, the image reader (sources/image: container.py,
 containers/, filesystem.py) as it is at COMMIT, the rest of agent/ as in the working tree:
 each change to the reader against the one before, on the same machine at the same time.
@@ -243,15 +244,16 @@ READER = (
 )
 
 
-def variant_tree(commit: str) -> Path:
+def variant_tree(commit: str, whole: bool = False) -> Path:
     """The working tree's agent/ with the image reader as it is at ``commit``: the reader's
-    changes measured alone, against the same engine, in the same run."""
+    changes measured alone, against the same engine, in the same run. ``whole``: all of
+    agent/ as it is at ``commit`` (--agent)."""
     sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", commit + "^{commit}"],
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    out = WORK / "variants" / sha[:12]
+    out = WORK / "variants" / (sha[:12] + ("-whole" if whole else ""))
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(ROOT / "agent", out / "agent", ignore=shutil.ignore_patterns("__pycache__"))
-    for path in READER:
+    for path in ("agent",) if whole else READER:
         target = out / path
         if target.is_dir():
             shutil.rmtree(target)
@@ -572,6 +574,13 @@ def main() -> None:
         metavar="LABEL=COMMIT",
         help="also measure the image reader as it is at COMMIT, same run",
     )
+    parser.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="LABEL=COMMIT",
+        help="also measure all of agent/ as it is at COMMIT, same run",
+    )
     parser.add_argument("--containers", default="raw,e01", help="raw, e01 or both (raw,e01)")
     parser.add_argument(
         "--no-one-process",
@@ -599,7 +608,10 @@ def main() -> None:
     }
     variants = [(label, variant_tree(commit))
                 for label, _, commit in (v.partition("=") for v in opts.variant)]  # fmt: skip
+    variants += [(label, variant_tree(commit, whole=True))
+                 for label, _, commit in (v.partition("=") for v in opts.agent)]  # fmt: skip
     record["variants"] = dict(v.partition("=")[::2] for v in opts.variant)
+    record["agents"] = dict(v.partition("=")[::2] for v in opts.agent)
     if opts.walk or opts.reader:
         record["walk"] = walk_compare(opts.walk, variants, raw, e01, opts.repeat)
         for key, value in record["walk"].items():
