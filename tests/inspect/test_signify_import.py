@@ -19,6 +19,13 @@ def libcrypto_version() -> tuple[int, ...]:
     return tuple(int(x) for x in re.search(r"(\d+)\.(\d+)\.(\d+)", text).groups())
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter, which has imported nothing of signify."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_oscrypto_reads_the_real_openssl_version():
     code = (
         "import sys, rmmscan.inspect._signify\n"
@@ -26,9 +33,7 @@ def test_oscrypto_reads_the_real_openssl_version():
         "sys.modules['oscrypto._openssl._libcrypto_ctypes']\n"
         "print(*m.version_info[:3])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert tuple(int(x) for x in done.stdout.split()) == libcrypto_version()
+    assert tuple(int(x) for x in fresh_python(code).split()) == libcrypto_version()
 
 
 def test_only_the_version_pattern_changes():
@@ -78,6 +83,5 @@ def test_verifying_starts_no_program_and_uses_the_openssl_python_loaded():
         "print(v.status.name, started, mapped, lc.libcrypto._name == config['libcrypto_path'],\n"
         "      'urllib.request' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["OK", "[]", "True", "True", "False"], done.stdout
+    out = fresh_python(code)
+    assert out.split() == ["OK", "[]", "True", "True", "False"], out
