@@ -72,8 +72,14 @@ def test_truncated_der():
     assert len(entries) == 1
 
 
-def test_unsupported_entry_type():
+def test_an_entry_of_another_type_holding_a_sequence_is_read_and_flagged():
     entries, anomalies = read(entry(DER, cert_type=1))
+    assert [(e.cert_type, bytes(e.blob)) for e in entries] == [(1, DER)]
+    assert anomalies == [Anomaly.UNSUPPORTED_ENTRY_TYPE]
+
+
+def test_an_entry_of_another_type_holding_no_sequence_is_skipped_and_flagged():
+    entries, anomalies = read(entry(b"\x04\x02ab" + bytes(4), cert_type=1))
     assert entries == []
     assert anomalies == [Anomaly.UNSUPPORTED_ENTRY_TYPE]
 

@@ -303,3 +303,30 @@ def test_work_past_the_depth_cap_stays_flat(encoding):
     inspect_stream(io.BytesIO(shallow))  # imports and caches stay out of the count
     deep_calls, shallow_calls = calls_during(deep), calls_during(shallow)
     assert deep_calls < 3 * shallow_calls
+
+
+@pytest.mark.parametrize("cert_type", [0x0001, 0x0004, 0xFFFF])
+def test_a_signature_in_an_entry_of_another_type_keeps_its_signer(cert_type):
+    """Two bytes of wCertificateType (X509, TS_STACK_SIGNED, anything but PKCS_SIGNED_DATA)
+    make Windows skip the entry: the DWSNET signature inside is still read, its row names
+    its signer, Malformed, with why (a fuzzer's lost-signer finding)."""
+    data = (PE_DIR / "dwsnet-ou.exe").read_bytes()
+    lay = mutate.layout(data)
+    blobs = [e.blob for e in lay.entries]
+    assert [t for _, t in mutate.entry_headers(lay)] == [2]
+    mutant = mutate.with_table(data, blobs, headers=[(0x0200, cert_type)])
+    stream = io.BytesIO(mutant)
+    inspection = inspect_stream(stream)
+    assert Anomaly.UNSUPPORTED_ENTRY_TYPE in inspection.anomalies
+    (sig,) = [s for s in inspection.signatures if s.index == 0]
+    assert sig.signer is not None and sig.signer.cn == "DWSNET OÜ"
+    verdicts = Inspector([TEST_ROOT], system_roots=False).verify(stream, inspection)
+    assert verdicts[0].status is Status.MALFORMED
+    assert f"type 0x{cert_type:04x}, not PKCS_SIGNED_DATA" in verdicts[0].detail
+    # The same file with the type left alone verifies: only the type makes it Malformed.
+    clean = mutate.with_table(data, blobs)
+    clean_stream = io.BytesIO(clean)
+    again = Inspector([TEST_ROOT], system_roots=False).verify(
+        clean_stream, inspect_stream(clean_stream)
+    )
+    assert again[0].status is Status.OK, again[0].detail

@@ -31,7 +31,7 @@ from . import (
     ber,
 )
 from .certificates import time_at, tolerant_cert_info, utc
-from .certtable import Entry
+from .certtable import WIN_CERT_TYPE_PKCS_SIGNED_DATA, Entry
 from .model import Anomaly, CertInfo, SignatureInfo
 
 MAX_SIGNATURES = 64
@@ -102,6 +102,12 @@ class _Reader:
                 self.found[-1].problems.append(f"more than {MAX_SIGNATURES} signatures: not read")
             return
         info = _empty(len(self.found), entry.index)
+        info.entry_type = entry.cert_type
+        if entry.cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
+            info.problems.append(
+                f"its certificate-table entry is of type 0x{entry.cert_type:04x}, not "
+                "PKCS_SIGNED_DATA (0x0002): Windows does not read it"
+            )
         self.found.append(info)
         nested: list[ber.Element] = []
         try:

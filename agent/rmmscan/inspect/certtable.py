@@ -70,9 +70,13 @@ def read_table(
                 anomalies.append(Anomaly.ENTRY_MALFORMED)
             break
         body_size = min(length, size - pos) - 8
-        if cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
+        foreign = cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA
+        if foreign:
             anomalies.append(Anomaly.UNSUPPORTED_ENTRY_TYPE)
-        else:
+        # An entry of another type that holds a SEQUENCE is read as a signature all the same
+        # (its verdict is Malformed, verify.py): Windows skips it, but two bytes of type
+        # must not hide whose signature the file carries.
+        if not foreign or (body_size > 0 and _first_byte(stream, offset + pos + 8) == 0x30):
             body = _body(stream, offset + pos + 8, body_size, held)
             held += len(body) if isinstance(body, bytes) else 0
             blob, truncated = _exact_der(body, anomalies)
@@ -93,6 +97,12 @@ def read_table(
         # Bytes inside the declared table after the last entry: slack at table level.
         anomalies.append(Anomaly.SLACK_IN_ENTRY)
     return entries, list(dict.fromkeys(anomalies))
+
+
+def _first_byte(stream: BinaryIO, at: int) -> int:
+    stream.seek(at)
+    head = stream.read(1)
+    return head[0] if head else -1
 
 
 def _body(stream: BinaryIO, at: int, size: int, held: int) -> bytes | StreamView:
