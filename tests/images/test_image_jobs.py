@@ -361,18 +361,15 @@ def test_processes_that_cannot_open_the_image_leave_it_to_this_process(wide, wor
     check_nothing_else_lost(rows, set())
 
 
-@pytest.mark.parametrize("kind", ["raw", "e01"])
-def test_processes_read_a_pread_image_through_the_scanning_process_objects(kind, wide, work):
-    """A raw image, and an E01 whose chunks rmmscan reads itself, are read by pread: the
-    processes read them through the scanning process's objects, never opening them again,
-    so an image renamed before they start is still scanned by them, whole."""
-    if kind == "raw":
-        image = work / "shared-source.img"
-        shutil.copyfile(wide, image)
-    else:
-        image = to_e01(wide, work / "shared-source")
-    argv = command(image, work / f"state-shared-{kind}", "-j", "2", "--emit", "all")
-    away = work / f"shared-away-{kind}{image.suffix}"
+def test_processes_read_a_raw_image_through_the_scanning_process_objects(wide, work):
+    """A raw image is read by pread: the processes read it through the scanning process's
+    objects, never opening it again, so an image renamed before they start is still scanned
+    by them, whole. (An E01 is shared too; when its file is opened, held and released is
+    not something a test can stop at from outside: test_ewf_chunks.py tests its fork.)"""
+    image = work / "shared-source.img"
+    shutil.copyfile(wide, image)
+    argv = command(image, work / "state-shared", "-j", "2", "--emit", "all")
+    away = work / "shared-away.img"
     code, rows, err = _renamed_before_the_processes_start(image, away, argv)
     assert code == 1, err
     assert "could not open the image again" not in err, err
