@@ -84,7 +84,7 @@ class EwfImage(LibyalImage):
         """libewf's handle reads at a file offset the forked processes share: this process
         opens a handle of its own, if it ever needs one."""
         self._inherited = self.handle  # kept: freeing it here would close its files
-        self.handle = _OwnHandle(self.names, self.handle.get_media_size())
+        self.handle = _OwnHandle(self.names)
 
     def _read(self, offset: int, size: int) -> bytes:
         chunks = self.chunks
@@ -111,10 +111,11 @@ class EwfImage(LibyalImage):
 
 
 class _OwnHandle:
-    """A libewf handle opened on first use, in the process that uses it."""
+    """A libewf handle opened on first use, in the process that uses it: what a forked
+    process's EwfImage reads through (``_read``) and closes."""
 
-    def __init__(self, names: list[str], size: int):
-        self.names, self.size, self._handle = names, size, None
+    def __init__(self, names: list[str]):
+        self.names, self._handle = names, None
 
     def _opened(self):
         if self._handle is None:
@@ -127,12 +128,6 @@ class _OwnHandle:
 
     def read_buffer_at_offset(self, size: int, offset: int) -> bytes:
         return self._opened().read_buffer_at_offset(size, offset)
-
-    def get_media_size(self) -> int:
-        return self.size
-
-    def get_hash_value(self, name: str):
-        return self._opened().get_hash_value(name)
 
     def close(self) -> None:
         if self._handle is not None:
