@@ -58,15 +58,15 @@ def test_a_damaged_names_file_is_ignored(tmp_path):
     trust.build([TEST_ROOT], names_file=names)
     good = json.loads(names.read_text())
     other = dict(good, normalizer="asn1crypto 0.0.1")  # another normalizer: not trusted
-    assert trust.load_names(names)
+    assert trust.load_saved(names)[0]
     for text in ("{not json", '{"format": 2, "names": {}}', '{"format": 2, "names": {"zz": "x"}}',
                  '{"format": 1, "names": []}', "[]", "", json.dumps(other),
                  " " * (trust._NAMES_MAX + 1)):  # fmt: skip
         names.write_text(text)
-        assert trust.load_names(names) == {}
+        assert trust.load_saved(names)[0] == {}
         sg.NAME_MEMO.clear()
         assert _index(trust.build([TEST_ROOT], names_file=names)) == fresh
-        assert trust.load_names(names), "rewritten whole"
+        assert trust.load_saved(names)[0], "rewritten whole"
 
 
 def test_a_sweep_saves_the_names_and_the_next_one_uses_them(tmp_path):
@@ -76,7 +76,7 @@ def test_a_sweep_saves_the_names_and_the_next_one_uses_them(tmp_path):
     args = ("--format", "jsonl", "--emit", "all", "--no-cache", "-j", "1", PE_DIR)
     first = scan(*args, state_dir=state, system_roots=True)
     saved = state / "trust-names.json"
-    assert saved.is_file() and len(trust.load_names(saved)) > 500
+    assert saved.is_file() and len(trust.load_saved(saved)[0]) > 500
     stamp = saved.stat().st_mtime_ns
     again = scan(*args, state_dir=state, system_roots=True)
     assert first.returncode == again.returncode == 1

@@ -211,11 +211,6 @@ def _normalizer() -> str:
     return f"asn1crypto {asn1crypto.__version__}"
 
 
-def load_names(path: Path) -> dict[bytes, str]:
-    """Saved normalized names (see load_saved)."""
-    return load_saved(path)[0]
-
-
 def load_saved(path: Path) -> tuple[dict[bytes, str], dict[str, str]]:
     """Saved normalized names, by subject and by root thumbprint; anything unreadable,
     malformed, too large or normalized by another asn1crypto is ignored (recomputed)."""
