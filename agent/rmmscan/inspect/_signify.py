@@ -36,7 +36,10 @@ class _VersionPatternLoader(importlib.machinery.SourceFileLoader):
         return self.source_to_code(source.replace(_BROKEN, _FIXED), self.path)
 
 
-class _VersionPatternFinder(importlib.abc.MetaPathFinder):
+class _WorkaroundFinder(importlib.abc.MetaPathFinder):
+    """Loads the modules of _PATCHED_MODULES with the version pattern widened, and those of
+    _LAZY_MODULES lazily; any other module as Python would."""
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in _PATCHED_MODULES and fullname not in _LAZY_MODULES:
             return None
@@ -57,11 +60,11 @@ class _VersionPatternFinder(importlib.abc.MetaPathFinder):
 
 
 def _install() -> None:
-    if any(isinstance(f, _VersionPatternFinder) for f in sys.meta_path):
+    if any(isinstance(f, _WorkaroundFinder) for f in sys.meta_path):
         return
     if any(name in sys.modules for name in _PATCHED_MODULES):
         return
-    sys.meta_path.insert(0, _VersionPatternFinder())
+    sys.meta_path.insert(0, _WorkaroundFinder())
 
 
 _install()
