@@ -139,3 +139,74 @@ def test_entries_past_the_memory_budget_are_walked_in_place():
     assert len(view) == len(big) and view[:8] == big[:8] and view[-300:] == big[-300:]
     assert view[70_000] == big[70_000]
     assert Anomaly.MULTIPLE_ENTRIES in anomalies and Anomaly.TABLE_TOO_LARGE in anomalies
+
+
+SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+
+
+def sequence(size: int) -> bytes:
+    """A whole PKCS#7 ContentInfo of ``size`` bytes in all, to the table reader: a SEQUENCE
+    (a 4-byte header) that starts with the signedData OID, zeros after it."""
+    return b"\x30\x82" + (size - 4).to_bytes(2, "big") + SIGNED_DATA + bytes(size - 15)
+
+
+def test_a_dwlength_short_of_its_pkcs7_reads_the_pkcs7_whole_and_walks_on_after_it():
+    table = struct.pack("<IHH", 9, 0x200, 2) + sequence(300) + bytes(4) + entry(sequence(64))
+    entries, anomalies = read(table)
+    assert [len(e.blob) for e in entries] == [300, 64]
+    assert "dwLength (9) is shorter than its header and PKCS#7 (308 bytes)" in entries[0].rejected
+    assert entries[1].rejected == ""
+    assert Anomaly.ENTRY_MALFORMED in anomalies
+
+
+def test_a_pkcs7_behind_a_short_dwlength_that_runs_past_the_table_is_read_to_its_end():
+    """What the table holds of it is read, cut short (its certificates may be whole), and the
+    walk into it by dwLength makes no entry of its bytes."""
+    entries, anomalies = read(struct.pack("<IHH", 9, 0x200, 2) + sequence(300)[:100])
+    assert [(len(e.blob), e.truncated) for e in entries] == [(100, True)]
+    assert entries[0].rejected.endswith(
+        "shorter than its header and PKCS#7, which runs past the table"
+    )
+    assert Anomaly.PKCS7_TRUNCATED in anomalies
+
+
+def test_an_entry_the_walk_reaches_inside_a_longer_pkcs7_is_read():
+    """A dwLength that is right beside a PKCS#7 that claims more than it holds (it spans the
+    next entry): the next entry, on the walk, with a real wRevision, is read."""
+    first = sequence(400)[:40]  # claims 400 bytes; the entry holds 40
+    table = entry(first) + entry(sequence(200)) + bytes(400)
+    entries, _ = read(table)
+    assert [len(e.blob) for e in entries] == [400, 200]
+    assert entries[0].rejected.startswith("its certificate-table entry's dwLength (48) is shorter")
+    assert entries[1].rejected == ""
+
+
+def test_an_entry_after_a_pkcs7_inside_its_dwlength_is_read_and_named():
+    inner = entry(sequence(64))
+    table = struct.pack("<IHH", 8 + 16 + len(inner), 0x200, 2) + sequence(16) + inner
+    entries, anomalies = read(table)
+    assert [len(e.blob) for e in entries] == [16, 64]
+    assert entries[1].rejected == "its certificate-table entry lies inside entry 0's dwLength"
+    assert Anomaly.SLACK_IN_ENTRY in anomalies
+
+
+def test_zeros_after_a_pkcs7_inside_its_dwlength_are_slack_not_an_entry():
+    table = struct.pack("<IHH", 8 + 16 + 64, 0x200, 2) + sequence(16) + bytes(64)
+    entries, anomalies = read(table)
+    assert [len(e.blob) for e in entries] == [16]
+    assert anomalies == [Anomaly.SLACK_IN_ENTRY]
+
+
+def test_looks_for_a_pkcs7_off_the_walk_are_capped():
+    """The walk by dwLength through a PKCS#7 whose bytes are 2,000 headers, each followed by
+    a ContentInfo that claims 2 GiB: each costs a look (a block read), and after MAX_PROBES
+    no more are made: the limit is reported and nothing is made of them."""
+    fake = struct.pack("<IHH", 32, 0x1234, 2) + b"\x30\x84\x7f\xff\xff\xff" + SIGNED_DATA
+    fakes = (fake + bytes(32 - len(fake))) * 2000
+    # 8 + 4 + 11 + 9 = 32: the fakes start where the walk by the first dwLength (32) leads.
+    pkcs7 = b"\x30\x82" + (11 + 9 + len(fakes)).to_bytes(2, "big") + SIGNED_DATA + bytes(9)
+    pkcs7 += fakes
+    table = struct.pack("<IHH", 32, 0x200, 2) + pkcs7
+    entries, anomalies = read(table)
+    assert [len(e.blob) for e in entries] == [len(pkcs7)]
+    assert Anomaly.LIMIT_REACHED in anomalies

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -174,6 +175,164 @@ def test_cli_detects_dwservice(name, crafted_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# A few bytes of header around an intact signature (fuzzer lost-signer findings): Windows does
+# not read such an entry, so its verdict is Malformed, but its signer is still reported.
+
+
+def with_dwlength(data: bytes, entry: int, length: int) -> bytes:
+    """The file with one certificate-table entry's dwLength set to ``length``."""
+    at = mutate.layout(data).entries[entry].offset
+    return data[:at] + length.to_bytes(4, "little") + data[at + 4 :]
+
+
+def signers(inspection, verdicts) -> list[tuple[str | None, Status, str]]:
+    return [
+        (s.signer.cn if s.signer else None, v.status, v.detail)
+        for s, v in zip(inspection.signatures, verdicts, strict=True)
+    ]
+
+
+def flipped(data: bytes, node: mutate.Node) -> bytes:
+    """The file with the last content byte of ``node`` (file offsets) inverted."""
+    at = node.end - 1
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def sid_parts(data: bytes) -> tuple[mutate.Node, mutate.Node]:
+    """(the issuer Name, the serial INTEGER) of the primary SignerInfo's IssuerAndSerialNumber."""
+    sid = mutate.signer_info(crafted.primary(data)).children[1]
+    return sid.children[0], sid.children[1]
+
+
+def pkcs7_size(data: bytes) -> int:
+    """The size of the first entry's ContentInfo TLV."""
+    tree = crafted.primary(data)
+    return tree.end - tree.start
+
+
+def attack(name: str) -> bytes:
+    """The attacks on a DWSNET signature below, by name (each keeps the signature's bytes)."""
+    one, two = (PE_DIR / "dwsnet-ou.exe").read_bytes(), (PE_DIR / "two-entries.exe").read_bytes()
+    if name == "dwlength_over_next":
+        return with_dwlength(two, 0, mutate.layout(two).entries[0].length + 8)
+    if name.startswith("dwlength_"):
+        lengths = {"zero": 0, "eight": 8, "nine": 9, "cut": 8 + pkcs7_size(one) - 1}
+        return with_dwlength(one, 0, lengths[name.removeprefix("dwlength_")])
+    issuer, serial = sid_parts(one)
+    return flipped(one, {"sid_serial": serial, "sid_issuer": issuer}[name])
+
+
+# Each attack, and the signer the DWService rule must report on it.
+ATTACKS = {
+    "dwlength_zero": "DWSNET OÜ",
+    "dwlength_eight": "DWSNET OÜ",
+    "dwlength_nine": "DWSNET OÜ",
+    "dwlength_cut": "DWSNET OÜ",
+    "dwlength_over_next": "DWSNET srl",
+    "sid_serial": "DWSNET OÜ",
+    "sid_issuer": "DWSNET OÜ",
+}
+
+
+@pytest.mark.parametrize("length", [0, 7, 8, 9, 100, 5000])
+def test_a_dwlength_that_cuts_the_signature_short_keeps_its_signer(length):
+    """An entry's dwLength shorter than the PKCS#7 it holds: the PKCS#7 is read to its own end
+    where the table holds it whole, and the walk goes on after it (the second entry)."""
+    data = with_dwlength((PE_DIR / "two-entries.exe").read_bytes(), 0, length)
+    inspection, verdicts = inspect(data)
+    assert not inspection.errors, inspection.errors
+    got = signers(inspection, verdicts)
+    assert [(cn, status) for cn, status, _ in got] == [
+        ("DWSNET OÜ", Status.MALFORMED),
+        ("DWSNET srl", Status.OK),
+    ], got
+    assert f"dwLength ({length}) is shorter than its header and PKCS#7" in got[0][2]
+    assert got[0][2].endswith("Windows does not read it")
+    assert Anomaly.ENTRY_MALFORMED in inspection.anomalies
+
+
+@pytest.mark.parametrize("extra", [8, 64])
+def test_an_entry_inside_another_entrys_dwlength_is_read(extra):
+    """The first entry's dwLength runs over the second entry's header: the walk by dwLength
+    lands inside the second PKCS#7, where no entry lies, and the entry after the first PKCS#7
+    is read all the same, Malformed (Windows does not reach it)."""
+    two = (PE_DIR / "two-entries.exe").read_bytes()
+    data = with_dwlength(two, 0, mutate.layout(two).entries[0].length + extra)
+    inspection, verdicts = inspect(data)
+    got = signers(inspection, verdicts)
+    assert [(cn, status) for cn, status, _ in got] == [
+        ("DWSNET OÜ", Status.OK),
+        ("DWSNET srl", Status.MALFORMED),
+    ], got
+    assert "lies inside entry 0's dwLength: Windows does not read it" in got[1][2]
+
+
+def test_the_walk_by_dwlength_goes_on_through_bytes_inside_a_pkcs7():
+    """The first entry's dwLength cuts its PKCS#7 and leads to bytes inside it that Windows
+    takes for a header; no entry is made there, but the walk goes on by them, so the entry
+    they lead to is read (it is not where the first PKCS#7 ends: junk lies between)."""
+    one = (PE_DIR / "dwsnet-ou.exe").read_bytes()
+    srl = mutate.layout((PE_DIR / "dwsnet-srl.exe").read_bytes()).entries[0].blob
+    first = mutate.layout(one).entries[0].blob[: pkcs7_size(one)]
+    fake_at = 64  # in the table: byte 56 of the first PKCS#7, inside its certificates
+    body = first + b"\xaa" * 24  # junk after the PKCS#7, inside the entry
+    second_at = (8 + len(body) + 7) & ~7
+    fake = struct.pack("<IHH", second_at - fake_at, 0x1234, 0x5678)
+    body = body[: fake_at - 8] + fake + body[fake_at:]
+    data = mutate.with_table(one, [body, srl], headers=[(0x0200, 2), (0x0200, 2)])
+    data = with_dwlength(data, 0, fake_at)
+    inspection, verdicts = inspect(data)
+    got = signers(inspection, verdicts)
+    assert [(cn, status) for cn, status, _ in got] == [
+        ("DWSNET OÜ", Status.MALFORMED),  # its dwLength, and 8 bytes of its certificates
+        ("DWSNET srl", Status.OK),
+    ], got
+
+
+@pytest.mark.parametrize("part", ["sid_serial", "sid_issuer"])
+def test_a_signerinfo_that_names_its_certificate_in_half_keeps_its_signer(part):
+    """One byte of the SignerInfo's serial number or issuer name: Windows finds no signer, but
+    the one certificate with that serial (or from that issuer) is reported, Malformed."""
+    data = attack(part)
+    inspection, verdicts = inspect(data)
+    (cn, status, detail), *_ = signers(inspection, verdicts)
+    assert (cn, status) == ("DWSNET OÜ", Status.MALFORMED)
+    which = "with the serial number" if part == "sid_issuer" else "issued by the issuer"
+    assert "SignerInfo names none of its certificates exactly" in detail and which in detail
+    assert signature_rows(inspection)[0]["SignerHash"] == DWSNET_THUMBPRINT
+
+
+def test_a_signerinfo_that_names_no_certificate_at_all_has_no_signer():
+    """Serial and issuer both wrong: no certificate is taken for the signer's."""
+    one = (PE_DIR / "dwsnet-ou.exe").read_bytes()
+    issuer, serial = sid_parts(one)
+    inspection, verdicts = inspect(flipped(flipped(one, serial), issuer))
+    assert signers(inspection, verdicts)[0][:2] == (None, Status.MALFORMED)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_cli_detects_dwservice_behind_broken_headers(name, tmp_path):
+    """The bundled rule rmm_DWService_filesig fires on each of these files, on the signature
+    the attack aims at."""
+    scan_dir = tmp_path / "scan"
+    scan_dir.mkdir()
+    (scan_dir / f"{name}.exe").write_bytes(attack(name))
+    result = subprocess.run(
+        [RMMSCAN, "--trusted-roots", str(TEST_ROOT), "--no-cache", "--format", "jsonl",
+         "--quiet", "--state-dir", str(tmp_path / "state"), str(scan_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert any(
+        "DWService - File Signature" in row["RuleName"]
+        and row["Signer"] == ATTACKS[name]
+        and row["VerificationStatus"] == "Malformed"
+        for row in rows
+    ), rows
+
+
+# --------------------------------------------------------------------------------------------
 # The same signatures in other encodings
 
 
@@ -229,7 +388,6 @@ def test_rebuild_is_the_identity_on_plain_samples():
     for name in ("dwsnet-ou.exe", "nested-depth3.exe", "benign.exe", "dll32.dll"):
         data = (PE_DIR / name).read_bytes()
         assert crafted.rebuild(data, crafted.primary(data)) == data, name
-
 
 
 # --------------------------------------------------------------------------------------------

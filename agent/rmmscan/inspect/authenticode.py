@@ -31,7 +31,7 @@ from . import (
     ber,
 )
 from .certificates import time_at, tolerant_cert_info, utc
-from .certtable import WIN_CERT_TYPE_PKCS_SIGNED_DATA, Entry
+from .certtable import Entry
 from .model import Anomaly, CertInfo, SignatureInfo
 
 MAX_SIGNATURES = 64
@@ -102,12 +102,9 @@ class _Reader:
                 self.found[-1].problems.append(f"more than {MAX_SIGNATURES} signatures: not read")
             return
         info = _empty(len(self.found), entry.index)
-        info.entry_type = entry.cert_type
-        if entry.cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
-            info.problems.append(
-                f"its certificate-table entry is of type 0x{entry.cert_type:04x}, not "
-                "PKCS_SIGNED_DATA (0x0002): Windows does not read it"
-            )
+        if entry.rejected:
+            info.rejected = f"{entry.rejected}: Windows does not read it"
+            info.problems.append(info.rejected)
         self.found.append(info)
         nested: list[ber.Element] = []
         try:
@@ -178,8 +175,18 @@ class _Reader:
         info.digest_algorithm = _digest_name(data, parts[2])
         info.signer = _find_signer(data, parts[1], info.certificates)
         if info.signer is None:
-            info.problems.append("the signer's certificate is not in the signature")
-        else:
+            info.signer, which = _near_signer(data, parts[1], info.certificates)
+            if info.signer is None:
+                info.problems.append("the signer's certificate is not in the signature")
+            else:
+                # One byte of the SignerInfo must not hide whose certificate the file carries.
+                why = (
+                    f"its SignerInfo names none of its certificates exactly, and the one {which} "
+                    "is read as the signer's: Windows finds no signer"
+                )
+                info.rejected = f"{info.rejected}; {why}" if info.rejected else why
+                info.problems.append(why)
+        if info.signer is not None:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
         nested: list[ber.Element] = []
@@ -353,6 +360,28 @@ def _find_signer(data, sid: ber.Element, certs: tuple[CertInfo, ...]) -> CertInf
         if cert.issuer_key == issuer:
             return cert
     return None
+
+
+def _near_signer(
+    data, sid: ber.Element, certs: tuple[CertInfo, ...]
+) -> tuple[CertInfo | None, str]:
+    """The certificate an IssuerAndSerialNumber that matches none names in half: the only
+    one with its serial number, or else the only one its issuer issued (with what matched)."""
+    if sid.tag != ber.SEQUENCE:
+        return None, ""
+    parts, _ = ber.children(data, sid, 2)
+    if len(parts) != 2:
+        return None, ""
+    if parts[1].tag == ber.INTEGER:
+        serial = int.from_bytes(ber.contents(data, parts[1])[:64], "big", signed=True)
+        same = [c for c in certs if c.serial_int == serial]
+        if len(same) == 1:
+            return same[0], "with the serial number it names"
+    names = {ber.whole(data, parts[0]), ber.canonical(data, parts[0])}
+    issued = [c for c in certs if c.issuer_key in names and not c.self_signed]
+    if len(issued) == 1:
+        return issued[0], "issued by the issuer it names"
+    return None, ""
 
 
 def _find_issuer(signer: CertInfo, certs: tuple[CertInfo, ...]) -> CertInfo | None:

@@ -83,7 +83,10 @@ class SignatureInfo:
     certificates: tuple[CertInfo, ...]
     problems: list[str] = field(default_factory=list)  # why it is Malformed, if it is
     entry: int = 0  # which certificate-table entry holds it
-    entry_type: int = 2  # that entry's wCertificateType: 2, WIN_CERT_TYPE_PKCS_SIGNED_DATA
+    # Why Windows rejects the signature before any cryptography, though rmmscan reads whom it
+    # names ("" when it does not): a certificate-table entry Windows does not read, or a
+    # SignerInfo that names none of the certificates exactly. Its verdict is Malformed.
+    rejected: str = ""
     asn1: object = field(default=None, repr=False, compare=False)  # parsed SignedData
     der: bytes = field(default=b"", repr=False, compare=False)  # its ContentInfo, unparsed
 

@@ -21,7 +21,6 @@ from ..text import plain_detail
 from . import _signify as sg
 from .authenticode import signed_data
 from .certificates import cert_info
-from .certtable import WIN_CERT_TYPE_PKCS_SIGNED_DATA
 from .model import CertInfo, SignatureInfo, Status, Verdict
 from .trust import TrustStore, hashable, name_key
 
@@ -159,8 +158,8 @@ def _verify_one(
     step: list[str],
 ) -> Verdict:
     """``step[0]`` names what is being done, for the verdict of an exception that escapes."""
-    if sig.entry_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
-        # Windows skips the entry: whatever its cryptography, the file is not signed by it.
+    if sig.rejected:
+        # Windows rejects it as it stands: whatever its cryptography, the file is not signed.
         return Verdict(Status.MALFORMED, False, False, "; ".join(sig.problems))
     if sig.signer is None or (not sig.der and sig.asn1 is None):
         words = "; ".join(sig.problems) or (
