@@ -502,6 +502,16 @@ class Seed:
             (lay.opt + (108 if lay.is_64 else 92), lay.opt + (112 if lay.is_64 else 96)),
             (lay.cert_dir, lay.cert_dir + 8),
         ]
+        # rmmscan reads the first PKCS#7 to the end its own header declares, whatever the
+        # dwLength before it (inspect/certtable.py): all of that is the primary's.
+        first_at, table_end = lay.table_offset, min(len(data), lay.table_offset + lay.table_size)
+        if lay.table_size and first_at + 8 < table_end:
+            try:
+                _, length, _, content = _header(data, first_at + 8, table_end)
+            except DERError:
+                length, content = 0, first_at + 8
+            extent = table_end if length is None else min(table_end, content + length)
+            seed.protected.append((first_at, max(extent, first_at + 8)))
         if lay.entries:
             blobs = [e.blob for e in lay.entries]
             try:
