@@ -23,7 +23,7 @@ SLACK_CHECKED = 1024 * 1024  # bytes after the last entry looked at for slack
 WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002
 MAX_ENTRIES = 64
 _SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")  # OBJECT IDENTIFIER 1.2.840.113549.1.7.2
-MAX_PROBES = 256
+MAX_PROBES = 16  # a look at an indefinite-length ContentInfo may walk 100,000 elements
 
 
 @dataclass(frozen=True, slots=True)
