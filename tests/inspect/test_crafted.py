@@ -155,19 +155,24 @@ def test_osslsigncode_agrees_with_the_builder_notes(name, crafted_dir):
     assert accepted == (name in crafted.OSSLSIGNCODE_ACCEPTS), result.stdout[-2000:]
 
 
-@pytest.mark.parametrize("name", BUILDERS)
-def test_cli_detects_dwservice(name, crafted_dir, tmp_path):
-    """The bundled rule rmm_DWService_filesig matches the crafted file's DWSNET signer."""
-    scan_dir = tmp_path / "scan"
-    scan_dir.mkdir()
-    os.link(crafted_dir / f"{name}.exe", scan_dir / f"{name}.exe")
+def sweep_rows(scan_dir, tmp_path) -> list[dict]:
+    """The rows of `rmmscan` over a folder, which must find something (exit status 1)."""
     result = subprocess.run(
         [RMMSCAN, "--trusted-roots", str(TEST_ROOT), "--no-cache", "--format", "jsonl",
          "--quiet", "--state-dir", str(tmp_path / "state"), str(scan_dir)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_cli_detects_dwservice(name, crafted_dir, tmp_path):
+    """The bundled rule rmm_DWService_filesig matches the crafted file's DWSNET signer."""
+    scan_dir = tmp_path / "scan"
+    scan_dir.mkdir()
+    os.link(crafted_dir / f"{name}.exe", scan_dir / f"{name}.exe")
+    rows = sweep_rows(scan_dir, tmp_path)
     assert any(
         "DWService - File Signature" in row["RuleName"] and row["Signer"] == crafted.SIGNER_CN
         for row in rows
@@ -317,13 +322,7 @@ def test_cli_detects_dwservice_behind_broken_headers(name, tmp_path):
     scan_dir = tmp_path / "scan"
     scan_dir.mkdir()
     (scan_dir / f"{name}.exe").write_bytes(attack(name))
-    result = subprocess.run(
-        [RMMSCAN, "--trusted-roots", str(TEST_ROOT), "--no-cache", "--format", "jsonl",
-         "--quiet", "--state-dir", str(tmp_path / "state"), str(scan_dir)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 1, result.stderr[-3000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    rows = sweep_rows(scan_dir, tmp_path)
     assert any(
         "DWService - File Signature" in row["RuleName"]
         and row["Signer"] == ATTACKS[name]
