@@ -173,19 +173,17 @@ class _Reader:
             info.problems.append("SignerInfo does not parse")
             return []
         info.digest_algorithm = _digest_name(data, parts[2])
-        info.signer = _find_signer(data, parts[1], info.certificates)
+        info.signer, near = _find_signer(data, parts[1], info.certificates)
         if info.signer is None:
-            info.signer, which = _near_signer(data, parts[1], info.certificates)
-            if info.signer is None:
-                info.problems.append("the signer's certificate is not in the signature")
-            else:
-                # One byte of the SignerInfo must not hide whose certificate the file carries.
-                why = (
-                    f"its SignerInfo names none of its certificates exactly, and the one {which} "
-                    "is read as the signer's: Windows finds no signer"
-                )
-                info.rejected = f"{info.rejected}; {why}" if info.rejected else why
-                info.problems.append(why)
+            info.problems.append("the signer's certificate is not in the signature")
+        elif near:
+            # One byte of the SignerInfo must not hide whose certificate the file carries.
+            why = (
+                f"its SignerInfo names none of its certificates exactly, and the one {near} "
+                "is read as the signer's: Windows finds no signer"
+            )
+            info.rejected = f"{info.rejected}; {why}" if info.rejected else why
+            info.problems.append(why)
         if info.signer is not None:
             info.issuer = _find_issuer(info.signer, info.certificates)
         unsigned = parts[-1] if len(parts) > 4 and parts[-1].tag == ber.CTX1 else None
@@ -339,46 +337,33 @@ def _digest_name(data, algorithm: ber.Element) -> str:
     return _DIGESTS.get(raw) or ber.oid_text(raw)
 
 
-def _find_signer(data, sid: ber.Element, certs: tuple[CertInfo, ...]) -> CertInfo | None:
-    """The certificate an IssuerAndSerialNumber names (a subjectKeyIdentifier: none, as
-    Authenticode does not use it). Names compare in their canonical encoding."""
-    if sid.tag != ber.SEQUENCE:
-        return None
-    parts, _ = ber.children(data, sid, 2)
-    if len(parts) != 2 or parts[1].tag != ber.INTEGER:
-        return None
-    serial = int.from_bytes(ber.contents(data, parts[1])[:64], "big", signed=True)
-    candidates = [c for c in certs if c.serial_int == serial]
-    if not candidates:
-        return None
-    issuer = ber.whole(data, parts[0])  # as stored: DER, nearly always
-    for cert in candidates:
-        if cert.issuer_key == issuer:
-            return cert
-    issuer = ber.canonical(data, parts[0])
-    for cert in candidates:
-        if cert.issuer_key == issuer:
-            return cert
-    return None
-
-
-def _near_signer(
+def _find_signer(
     data, sid: ber.Element, certs: tuple[CertInfo, ...]
 ) -> tuple[CertInfo | None, str]:
-    """The certificate an IssuerAndSerialNumber that matches none names in half: the only
-    one with its serial number, or else the only one its issuer issued (with what matched)."""
+    """The certificate an IssuerAndSerialNumber names (a subjectKeyIdentifier: none, as
+    Authenticode does not use it), and "". Names compare in their canonical encoding.
+    When none matches both, the certificate it names in half, and which half: the only one
+    with its serial number, or else the only one its issuer issued."""
     if sid.tag != ber.SEQUENCE:
         return None, ""
     parts, _ = ber.children(data, sid, 2)
     if len(parts) != 2:
         return None, ""
+    same = []
     if parts[1].tag == ber.INTEGER:
         serial = int.from_bytes(ber.contents(data, parts[1])[:64], "big", signed=True)
         same = [c for c in certs if c.serial_int == serial]
-        if len(same) == 1:
-            return same[0], "with the serial number it names"
-    names = {ber.whole(data, parts[0]), ber.canonical(data, parts[0])}
-    issued = [c for c in certs if c.issuer_key in names and not c.self_signed]
+    stored = ber.whole(data, parts[0])  # as stored: DER, nearly always
+    for cert in same:
+        if cert.issuer_key == stored:
+            return cert, ""
+    canonical = ber.canonical(data, parts[0])
+    for cert in same:
+        if cert.issuer_key == canonical:
+            return cert, ""
+    if len(same) == 1:
+        return same[0], "with the serial number it names"
+    issued = [c for c in certs if c.issuer_key in (stored, canonical) and not c.self_signed]
     if len(issued) == 1:
         return issued[0], "issued by the issuer it names"
     return None, ""
