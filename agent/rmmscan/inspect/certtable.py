@@ -93,7 +93,8 @@ def read_table(
         if pos < inside and not probe.holds_entry(offset + pos, size - pos, not off_walk):
             # The walk leads into a PKCS#7 read already: no entry here, but Windows walks on
             # by these bytes, and so does the walk (an entry may lie further on).
-            anomalies.append(Anomaly.ENTRY_MALFORMED)
+            if Anomaly.ENTRY_MALFORMED not in anomalies:
+                anomalies.append(Anomaly.ENTRY_MALFORMED)
             if 8 <= length <= size - pos:
                 walked = pos + ((length + 7) & ~7)
                 heapq.heappush(todo, (walked, ""))
@@ -103,16 +104,16 @@ def read_table(
             if _any_bytes(stream, offset + pos, size - pos):
                 anomalies.append(Anomaly.ENTRY_MALFORMED)
             continue
-        rejected = [off_walk] if off_walk else []
-        if cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA:
+        foreign = cert_type != WIN_CERT_TYPE_PKCS_SIGNED_DATA
+        if foreign and Anomaly.UNSUPPORTED_ENTRY_TYPE not in anomalies:
             anomalies.append(Anomaly.UNSUPPORTED_ENTRY_TYPE)
-            rejected.append(
-                f"its certificate-table entry is of type 0x{cert_type:04x}, "
-                "not PKCS_SIGNED_DATA (0x0002)"
-            )
-        if cert_type == WIN_CERT_TYPE_PKCS_SIGNED_DATA or (
-            room and _first_byte(stream, at) == 0x30
-        ):
+        if not foreign or (room and _first_byte(stream, at) == 0x30):
+            rejected = [off_walk] if off_walk else []
+            if foreign:
+                rejected.append(
+                    f"its certificate-table entry is of type 0x{cert_type:04x}, "
+                    "not PKCS_SIGNED_DATA (0x0002)"
+                )
             want = min(max(length, 8), size - pos) - 8
             body = _body(stream, at, want, held)
             top = ber.element(body, 0, len(body))
